@@ -1,0 +1,128 @@
+"""SegmentationModule: loss, metrics and optimisation for any network that maps N x 3 x H x W images
+to N x C x H x W logits. It knows no dataset: classes, ignore index and weights are arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+# A Hydra config with `_target_` and `_partial_: true`, or a callable taking what it completes.
+PartialSpec = Mapping[str, Any] | Callable[..., Any]
+
+
+def _complete(spec: PartialSpec, *args: Any) -> Any:
+    factory = instantiate(spec) if isinstance(spec, Mapping) else spec
+    return factory(*args)
+
+
+def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
+    """Dataset-level metrics: one confusion matrix over every pixel seen, `ignore_index` pixels dropped.
+
+    mIoU is the macro mean of per-class IoU over the whole set, the number papers report (not a mean
+    of per-image IoUs). The three metrics share one confusion matrix through compute groups.
+    """
+    return MetricCollection(
+        {
+            "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
+            "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
+            "iou_per_class": MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index),
+        }
+    )
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains and evaluates a segmentation network.
+
+    `net` is either an `nn.Module` or the Hydra config that builds one. Given as config, it is saved in
+    the checkpoint's hyperparameters, so `SegmentationModule.load_from_checkpoint(path)` rebuilds the
+    network without being handed it again; the same holds for the optimizer and scheduler configs.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module | Mapping[str, Any],
+        num_classes: int,
+        optimizer: PartialSpec,
+        scheduler: PartialSpec | None = None,
+        ignore_index: int = 255,
+        class_weights: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+        monitor: str = "val/miou",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        net_given_as_module = isinstance(net, nn.Module)
+        self.save_hyperparameters(ignore=["net"] if net_given_as_module else None, logger=False)
+        self.net = net if net_given_as_module else instantiate(net)
+        # NHWC: faster convolutions on CPU (oneDNN) and on tensor-core GPUs; results are the same.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names {list(class_names)} for num_classes={num_classes}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} values for num_classes={num_classes}")
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+        metrics = segmentation_metrics(num_classes, ignore_index)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.contiguous(memory_format=self.memory_format))
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metrics: MetricCollection) -> torch.Tensor:
+        images, masks = batch
+        logits = self(images)
+        loss = self.criterion(logits, masks)
+        metrics.update(logits.argmax(dim=1), masks)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test", self.test_metrics)
+
+    def _log_epoch_metrics(self, metrics: MetricCollection) -> None:
+        """Logs the set's mIoU, pixel accuracy and one IoU per class, then starts the next epoch afresh."""
+        values = metrics.compute()
+        metrics.reset()
+        per_class = values.pop(f"{metrics.prefix}iou_per_class")
+        values.update({f"{metrics.prefix}iou_{name}": iou for name, iou in zip(self.class_names, per_class)})
+        miou = values.pop(f"{metrics.prefix}miou")
+        self.log(f"{metrics.prefix}miou", miou, prog_bar=True)
+        self.log_dict(values)
+
+    def on_train_epoch_start(self) -> None:
+        for index, group in enumerate(self.optimizers().param_groups):
+            self.log(f"lr/group{index}", group["lr"], on_epoch=True, on_step=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_metrics)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = _complete(self.hparams.optimizer, self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = _complete(self.hparams.scheduler, optimizer)
+        # `monitor` matters to ReduceLROnPlateau only; other schedulers step every epoch regardless.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}
