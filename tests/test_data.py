@@ -87,8 +87,8 @@ def test_datamodule_batches_are_normalised_tensors_with_long_masks():
 def test_transforms_from_config_move_masks_with_images(make_config):
     cfg = make_config("data.train_transforms.0.p=1.0")
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule.train_pipeline.transforms[0], A.HorizontalFlip)
     datamodule.setup("fit")
+    assert isinstance(datamodule.train_set.pipeline.transforms[0], A.HorizontalFlip)
     raw_image, raw_mask = datamodule.train_set.samples[0]
     _, mask = datamodule.train_set[0]
     assert torch.equal(mask, torch.from_numpy(raw_mask[:, ::-1].copy()).long())

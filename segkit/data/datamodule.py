@@ -59,8 +59,8 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: int = 255,
         train_transforms: Sequence[A.BasicTransform] = (),
         val_transforms: Sequence[A.BasicTransform] = (),
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if num_classes != len(self.class_names):
@@ -75,12 +75,18 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.ignore_index = ignore_index
-        self.train_pipeline = self._pipeline(train_transforms, mean, std)
-        self.val_pipeline = self._pipeline(val_transforms, mean, std)
+        self.train_transforms = list(train_transforms)
+        self.val_transforms = list(val_transforms)
+        # None until set: `segkit.train.build` then takes the model's (ImageNet statistics for
+        # pretrained encoders), so the normalisation travels with the weights.
+        self.mean = tuple(mean) if mean is not None else None
+        self.std = tuple(std) if std is not None else None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
-    def _pipeline(self, transforms: Sequence[A.BasicTransform], mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    def pipeline(self, transforms: Sequence[A.BasicTransform]) -> A.Compose:
+        """`transforms`, then normalisation and conversion to tensors."""
+        mean, std = self.mean or IMAGENET_MEAN, self.std or IMAGENET_STD
         return A.Compose([*transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
 
     def build_split(self, split: str) -> Dataset:
@@ -90,9 +96,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         # Safe to call twice: readers are built once.
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = TransformedDataset(self.build_split("train"), self.train_pipeline)
+            self.train_set = TransformedDataset(self.build_split("train"), self.pipeline(self.train_transforms))
         if self.val_set is None:
-            self.val_set = TransformedDataset(self.build_split("val"), self.val_pipeline)
+            self.val_set = TransformedDataset(self.build_split("val"), self.pipeline(self.val_transforms))
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
