@@ -13,6 +13,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from segkit.models import without_pretrained_weights
+
 # A Hydra config with `_target_` and `_partial_: true`, or a callable taking what it completes.
 PartialSpec = Mapping[str, Any] | Callable[..., Any]
 
@@ -56,11 +58,12 @@ class SegmentationModule(L.LightningModule):
         class_names: Sequence[str] | None = None,
         monitor: str = "val/miou",
         channels_last: bool = False,
+        pretrained: bool = True,
     ) -> None:
         super().__init__()
         net_given_as_module = isinstance(net, nn.Module)
         self.save_hyperparameters(ignore=["net"] if net_given_as_module else None, logger=False)
-        self.net = net if net_given_as_module else instantiate(net)
+        self.net = net if net_given_as_module else instantiate(net if pretrained else without_pretrained_weights(net))
         # NHWC: faster convolutions on CPU (oneDNN) and on tensor-core GPUs; results are the same.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
@@ -119,8 +122,32 @@ class SegmentationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics(self.test_metrics)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The checkpoint holds every weight: rebuilding it must not fetch the pretrained init again.
+        checkpoint["hyper_parameters"]["pretrained"] = False
+
+    def _parameter_groups(self, encoder_lr_factor: float, lr: float) -> list[dict[str, Any]]:
+        """The encoder's parameters at `lr * encoder_lr_factor` (as fine-tuning recipes do), the rest at `lr`."""
+        encoder = getattr(self.net, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ValueError(f"optimizer.encoder_lr_factor={encoder_lr_factor} needs a network with an `encoder`; "
+                             f"{type(self.net).__name__} has none")
+        encoder_ids = {id(p) for p in encoder.parameters()}
+        return [
+            {"params": list(encoder.parameters()), "lr": lr * encoder_lr_factor},
+            {"params": [p for p in self.parameters() if id(p) not in encoder_ids]},
+        ]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = _complete(self.hparams.optimizer, self.parameters())
+        spec = self.hparams.optimizer
+        params: Any = self.parameters()
+        if isinstance(spec, Mapping):
+            # encoder_lr_factor is segkit's key, not the optimizer's argument.
+            spec = dict(spec)
+            encoder_lr_factor = spec.pop("encoder_lr_factor", 1.0)
+            if encoder_lr_factor != 1.0:
+                params = self._parameter_groups(encoder_lr_factor, spec["lr"])
+        optimizer = _complete(spec, params)
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = _complete(self.hparams.scheduler, optimizer)

@@ -52,6 +52,8 @@ def build(cfg: DictConfig) -> Run:
         monitor=cfg.optimized_metric,
         channels_last=cfg.channels_last,
     )
+    if datamodule.mean is None:
+        datamodule.mean, datamodule.std = module.net.input_mean, module.net.input_std
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

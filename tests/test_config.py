@@ -23,8 +23,8 @@ def test_every_option_of_every_group_composes_and_builds(make_config, group, opt
     cfg = make_config(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     run = build(cfg)
-    logits = run.module(torch.randn(1, 3, 32, 32))
-    assert logits.shape == (1, cfg.data.num_classes, 32, 32)
+    logits = run.module.eval()(torch.randn(1, 3, 64, 64))
+    assert logits.shape == (1, cfg.data.num_classes, 64, 64)
     optimizers = run.module.configure_optimizers()
     assert isinstance(optimizers["optimizer"], torch.optim.Optimizer)
     assert ("lr_scheduler" in optimizers) == bool(cfg.get("scheduler"))

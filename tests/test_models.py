@@ -1,95 +1,161 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 
-from segkit.models import MODELS, SegNet, build_model, count_parameters
+from segkit.config import CONFIG_DIR
+from segkit.models import build_model, count_parameters
 from segkit.models.blocks import DepthwiseSeparableConv2d
+from segkit.models.encoders import Pool, get_encoder
+from segkit.models.segnet import max_unpool2d
+from segkit.summary import summarize
+
+MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_odd_sized_input_gives_logits_of_the_same_size_and_a_gradient(name):
-    net = build_model(name, num_classes=3)
+@pytest.fixture
+def model(make_config):
+    """Builds conf/model/<name>.yaml (3 classes) with overrides; pretrained weights off (see test_pretrained)."""
+
+    def _build(name: str, *overrides: str) -> nn.Module:
+        return instantiate(make_config(f"model={name}", "model.encoder.weights=null", *overrides).model)
+
+    return _build
+
+
+def test_every_documented_model_has_a_config():
+    assert {"segnet", "dsc_segnet", "segnet_vgg16bn", "segnet_mobilenetv2"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_odd_sized_input_gives_logits_of_the_same_size_and_a_gradient(model, name):
+    net = model(name)
     x = torch.randn(1, 3, 97, 131, requires_grad=True)
     logits = net(x)
     assert logits.shape == (1, 3, 97, 131)
-    logits.sum().backward()
+    logits.square().mean().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is not None for p in net.parameters())
 
 
-@pytest.mark.parametrize(("name", "expected"), [("segnet", 15.3e6), ("dsc_segnet", 1.75e6)])
-def test_parameter_counts_match_the_article(name, expected):
-    assert count_parameters(build_model(name, num_classes=3)) == pytest.approx(expected, rel=0.01)
+def _article_segnet_parameters(num_classes: int = 3) -> int:
+    """Hand count of the article's standard SegNet: encoder convs with bias (as torchvision's VGG),
+    decoder convs without (a BatchNorm follows), BN weight+bias per channel, classifier with bias."""
+    channels, depths = (64, 128, 256, 512), (2, 2, 3, 3)
+    total, previous = 2 * 3, 3  # input BatchNorm
+    for c, d in zip(channels, depths):
+        for _ in range(d):
+            total += 9 * previous * c + c + 2 * c
+            previous = c
+    for level in reversed(range(4)):
+        c = channels[level]
+        for _ in range(depths[level] - 1):
+            total += 9 * c * c + 2 * c
+        if level > 0:
+            total += 9 * c * channels[level - 1] + 2 * channels[level - 1]
+        else:
+            total += 9 * c * num_classes + num_classes
+    return total
 
 
-def test_dsc_segnet_is_over_seven_times_smaller_than_segnet():
-    standard = count_parameters(build_model("segnet", num_classes=3))
-    dsc = count_parameters(build_model("dsc_segnet", num_classes=3))
-    assert standard / dsc > 7
+def test_segnet_parameters_match_the_hand_count_and_the_article(model):
+    count = count_parameters(model("segnet"))
+    assert count == _article_segnet_parameters() == 15_277_577
+    assert count == pytest.approx(15.3e6, rel=0.01)
+    assert count_parameters(model("dsc_segnet")) == pytest.approx(1.75e6, rel=0.01)
 
 
-@pytest.mark.parametrize(("conv", "expected"), [("standard", 796), ("dsc", 295)])
-def test_parameter_count_of_a_tiny_layout_matches_the_hand_count(conv, expected):
-    # Input BN(3): 6. Standard: enc 3->4 (108 + BN 8), 4->8 (288 + 16); dec 8->4 (288 + 8), classifier
-    # 4->2 (72 + 2 bias) = 796. DSC: enc 27+12+8, 36+32+16; dec 72+32+8; classifier 36+8+2 = 295.
-    net = SegNet(num_classes=2, stage_channels=(4, 8), stage_depths=(1, 1), conv=conv)
-    assert count_parameters(net) == expected
+@pytest.mark.parametrize(("name", "dsc_overrides"), [("segnet", ["model=dsc_segnet"]),
+                                                      ("segnet_vgg16bn", ["model.encoder.conv=dsc"])])
+def test_dsc_makes_models_over_seven_times_smaller_and_cheaper(model, name, dsc_overrides):
+    standard = summarize(model(name), (128, 128))
+    dsc_name = "dsc_segnet" if dsc_overrides == ["model=dsc_segnet"] else name
+    dsc = summarize(model(dsc_name, *[o for o in dsc_overrides if not o.startswith("model=")]), (128, 128))
+    assert standard["params"] / dsc["params"] >= 7
+    assert standard["macs"] / dsc["macs"] >= 7
 
 
-def test_every_3x3_conv_of_dsc_segnet_is_depthwise_then_pointwise():
-    net = build_model("dsc_segnet", num_classes=3)
-    dense_3x3 = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1]
-    assert dense_3x3 == []
-    separable = [m for m in net.modules() if isinstance(m, DepthwiseSeparableConv2d)]
-    assert len(separable) == 2 * (2 + 2 + 3 + 3)
-    for block in separable:
+@pytest.mark.parametrize(("name", "overrides"), [("dsc_segnet", []), ("segnet_vgg16bn", ["model.encoder.conv=dsc"]),
+                                                 ("segnet_mobilenetv2", ["model.encoder.conv=dsc"])])
+def test_dsc_leaves_no_dense_3x3_conv(model, name, overrides):
+    net = model(name, *overrides)
+    dense = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1]
+    assert dense == []
+    for block in (m for m in net.modules() if isinstance(m, DepthwiseSeparableConv2d)):
         depthwise, pointwise = block
         assert depthwise.groups == depthwise.in_channels == depthwise.out_channels
         assert pointwise.kernel_size == (1, 1)
 
 
-def test_stage_layout_is_64_128_256_512_with_2_2_3_3_blocks():
-    net = build_model("segnet", num_classes=3)
-    assert [len(stage) for stage in net.encoder.stages] == [2, 2, 3, 3]
-    assert [stage[-1][0].out_channels for stage in net.encoder.stages] == [64, 128, 256, 512]
+def test_article_layout_is_64_128_256_512_with_2_2_3_3_blocks(model):
+    net = model("segnet")
+    assert net.encoder.stage_channels == (64, 128, 256, 512)
+    assert net.encoder.decoder_depths == (2, 2, 3, 3)
     assert [len(stage) for stage in net.decoder.stages] == [3, 3, 2, 2]
     assert isinstance(net.input_norm, nn.BatchNorm2d)
 
 
-def test_decoder_unpools_to_the_positions_the_encoder_pooled_from():
-    # One stage with identity convs: the 2x2 window's max (5) must come back at its own position and
-    # the odd size 3 must be restored.
-    net = SegNet(num_classes=1, in_channels=1, stage_channels=(1,), stage_depths=(1,), input_norm=False)
-    encoder_stage, decoder_stage = net.encoder.stages[0], net.decoder.stages[0]
-    encoder_stage[0] = nn.Identity()
-    decoder_stage[0] = nn.Identity()
-    x = torch.tensor([[[[1.0, 5.0, 0.0], [2.0, 3.0, 0.0], [0.0, 0.0, 9.0]]]])
-    out = net(x)
-    assert out.shape == (1, 1, 3, 3)
-    assert out[0, 0].tolist() == [[0.0, 5.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+def test_width_multiplier_scales_every_stage(model):
+    net = model("segnet_vgg16bn", "model.encoder.width=0.5")
+    assert net.encoder.stage_channels == (32, 64, 128, 256, 256)
+    assert count_parameters(net) < 0.3 * count_parameters(model("segnet_vgg16bn"))
 
 
-def test_unknown_model_name_lists_the_valid_names():
-    with pytest.raises(ValueError, match=r"unknown model 'segnett'; valid names: dsc_segnet, segnet"):
-        build_model("segnett", num_classes=3)
+def test_unpooling_puts_values_back_where_the_maxima_were():
+    x = torch.randn(2, 4, 7, 9)
+    pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+    unpooled = max_unpool2d(pooled, Pool(indices, x.shape[-2:]))
+    assert torch.equal(unpooled, F.max_unpool2d(pooled, indices, 2, 2, output_size=x.shape[-2:]))
+    # Single-channel indices (MobileNetV2's switches) are shared by all channels.
+    shared = indices[:, :1]
+    unpooled = max_unpool2d(pooled, Pool(shared, x.shape[-2:]))
+    assert torch.equal(unpooled.flatten(2).gather(2, shared.expand(-1, 4, -1, -1).flatten(2)), pooled.flatten(2))
+    assert (unpooled != 0).sum() == pooled.numel()
 
 
-def test_unknown_conv_type_names_the_value_and_the_choices():
+def test_mobilenetv2_switches_mark_the_strongest_position_of_each_window(model):
+    encoder = model("segnet_mobilenetv2").encoder.eval()
+    x = torch.randn(1, 3, 65, 97)
+    features, pools = encoder(x)
+    assert [tuple(p.size) for p in pools] == [(65, 97), (33, 49), (17, 25), (9, 13), (5, 7)]
+    assert [tuple(f.shape[-2:]) for f in features] == [(33, 49), (17, 25), (9, 13), (5, 7), (3, 4)]
+    strongest = x.amax(dim=1).flatten(1)
+    chosen = strongest.gather(1, pools[0].indices.flatten(1))
+    top_left_window = x.amax(dim=1)[0, :2, :2].max()
+    assert chosen[0, 0] == top_left_window
+
+
+def test_bilinear_upsampling_is_the_alternative_to_unpooling(model):
+    net = model("segnet_mobilenetv2", "model.upsample=bilinear")
+    assert net.decoder.upsample == "bilinear"
+    assert net(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown encoder 'resnet'; valid names: mobilenetv2, vgg"):
+        get_encoder("resnet")
     with pytest.raises(ValueError, match=r"conv='depthwise'.*\['standard', 'dsc'\]"):
-        build_model("segnet", num_classes=3, conv="depthwise")
+        get_encoder("vgg", conv="depthwise")
+    with pytest.raises(ValueError, match=r"unknown VGG layout 'vgg19'; valid layouts: article, vgg16"):
+        get_encoder("vgg", layout="vgg19")
+    with pytest.raises(ValueError, match=r"upsample='nearest'.*\['unpool', 'bilinear'\]"):
+        build_model(3, {"name": "vgg", "layout": "article"}, upsample="nearest")
 
 
-def test_too_small_or_misshapen_input_fails_with_the_size():
-    net = build_model("dsc_segnet", num_classes=3)
-    with pytest.raises(ValueError, match=r"too small.*at least 16 x 16"):
-        net(torch.randn(1, 3, 15, 64))
-    with pytest.raises(ValueError, match=r"N x 3 x H x W.*\(3, 32, 32\)"):
+def test_too_small_or_misshapen_input_fails_with_the_size(model):
+    net = model("segnet_vgg16bn")
+    with pytest.raises(ValueError, match=r"too small for segnet_vgg16bn: 5 downsamplings need at least 32 x 32"):
+        net(torch.randn(1, 3, 31, 64))
+    with pytest.raises(ValueError, match=r"N x 3 x H x W input, got shape \(3, 32, 32\)"):
         net(torch.randn(3, 32, 32))
 
 
 def test_norm_and_activation_are_injectable():
-    net = SegNet(num_classes=2, stage_channels=(8, 16), stage_depths=(1, 1), norm_layer=nn.Identity,
-                 activation_layer=nn.GELU, input_norm=False)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    assert sum(isinstance(m, nn.GELU) for m in net.modules()) == 3
+    encoder = get_encoder("vgg", layout="article", width=0.125, norm_layer=nn.Identity, activation_layer=nn.GELU)
+    net = build_model(2, {"name": "vgg", "layout": "article", "width": 0.125}, norm_layer=nn.Identity,
+                      activation_layer=nn.GELU)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules())
+    assert sum(isinstance(m, nn.GELU) for m in encoder.modules()) == 10
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in net.decoder.modules())
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 2, 16, 16)

@@ -7,8 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from segkit.data import ShapesDataset
 from segkit.module import SegmentationModule, segmentation_metrics
 
-TINY_NET = {"_target_": "segkit.models.build_model", "name": "dsc_segnet", "num_classes": 3,
-            "stage_channels": [8, 16], "stage_depths": [1, 1]}
+TINY_NET = {"_target_": "segkit.models.build_model", "num_classes": 3, "input_norm": True,
+            "encoder": {"name": "vgg", "layout": "article", "conv": "dsc", "width": 0.125}}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
 
 # Hand-checked case; the last pixel is ignored (255). Kept pixels as (truth, prediction):

@@ -27,7 +27,7 @@ def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config):
     assert set(written["val/iou_per_class"]) == {"object", "background", "border"}
     assert 0.0 <= written["val/miou"] <= 1.0 and 0.0 <= written["val/acc"] <= 1.0
     assert written["val/miou"] == pytest.approx(sum(written["val/iou_per_class"].values()) / 3)
-    assert written["params"] == 1_749_668
+    assert written["params"] == 1_752_356
     assert written["epochs"] == 2
     best = Path(written["best_checkpoint"])
     assert best.parent == run_dir / "checkpoints" and best.exists()
@@ -62,7 +62,7 @@ def test_command_line_run_with_overrides_writes_its_run_dir(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["params"] == 15_274_889
+    assert metrics["params"] == 15_277_577
     assert f"metrics: {run_dir / 'metrics.json'}" in result.stdout
     assert f"val/miou {metrics['val/miou']:.4f}" in result.stdout
     resolved = (run_dir / "config.yaml").read_text()

@@ -1,29 +1,36 @@
-"""The model registry: every segmentation network segkit can build, by name."""
+"""segkit's segmentation networks: SegNet over any registered encoder (`segkit.models.encoders`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
+from segkit.models.encoders import ENCODERS, Encoder, get_encoder
 from segkit.models.segnet import SegNet
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "segnet": partial(SegNet, conv="standard"),
-    "dsc_segnet": partial(SegNet, conv="dsc"),
-}
+
+def build_model(num_classes: int, encoder: Mapping[str, Any], name: str = "segnet", **segnet_args: Any) -> SegNet:
+    """A SegNet with the registered encoder `encoder["name"]`, built with the rest of `encoder` as its
+    arguments; `segnet_args` go to `SegNet` (`upsample`, `input_norm`, ...). `name` labels the model."""
+    encoder_args = dict(encoder)
+    if "name" not in encoder_args:
+        raise ValueError(f"model.encoder needs a name; valid names: {', '.join(sorted(ENCODERS))}")
+    return SegNet(get_encoder(encoder_args.pop("name"), **encoder_args), num_classes, name=name, **segnet_args)
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Builds the registered model `name`; keyword arguments override its defaults."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+def without_pretrained_weights(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """`model_config` with its encoder's `weights` set to None: for building a network whose weights
+    come from elsewhere (a checkpoint) or do not matter (counting)."""
+    model_config = dict(model_config)
+    if isinstance(model_config.get("encoder"), Mapping):
+        model_config["encoder"] = {**model_config["encoder"], "weights": None}
+    return model_config
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "SegNet", "build_model", "count_parameters"]
+__all__ = ["ENCODERS", "Encoder", "SegNet", "build_model", "count_parameters", "get_encoder", "without_pretrained_weights"]

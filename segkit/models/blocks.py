@@ -22,22 +22,45 @@ class DepthwiseSeparableConv2d(nn.Sequential):
     """k x k depthwise convolution followed by a 1 x 1 pointwise convolution."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1, bias: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        bias: bool = True,
     ) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, groups=in_channels, bias=False),
+            nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, groups=in_channels, bias=False),
             nn.Conv2d(in_channels, out_channels, 1, bias=bias),
         )
 
 
-def make_conv(conv: str, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> nn.Module:
+def check_conv_type(conv: str) -> str:
+    if conv not in CONV_TYPES:
+        raise ValueError(f"conv={conv!r} is not a convolution type; expected one of {list(CONV_TYPES)}")
+    return conv
+
+
+def make_conv(
+    conv: str, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = True
+) -> nn.Module:
     """A 'same'-padded convolution of the given type (`standard` or `dsc`)."""
     padding = kernel_size // 2
-    if conv == "standard":
-        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
-    if conv == "dsc":
-        return DepthwiseSeparableConv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
-    raise ValueError(f"conv={conv!r} is not a convolution type; expected one of {list(CONV_TYPES)}")
+    if check_conv_type(conv) == "standard":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+    return DepthwiseSeparableConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+
+
+def scale_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """`channels * width` rounded to a multiple of `divisor` and never below it (as torchvision's
+    `_make_divisible`), so width multipliers keep SIMD-friendly channel counts."""
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if width == 1.0:
+        return channels
+    scaled = max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
+    return scaled + divisor if scaled < 0.9 * channels * width else scaled
 
 
 class ConvNormAct(nn.Sequential):

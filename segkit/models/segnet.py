@@ -1,14 +1,11 @@
-"""SegNet (Badrinarayanan et al., 2017): an encoder whose max-pools keep their indices and a mirrored
-decoder that max-unpools with them, so boundaries come back at the positions the encoder saw them.
-
-The layout follows the "Efficient Image Segmentation Using PyTorch" article: BatchNorm on the input,
-four stages of conv-BN-ReLU blocks (64, 128, 256, 512 channels; 2, 2, 3, 3 blocks) each followed by a
-2x2 max-pool. `conv="dsc"` makes every 3x3 convolution depthwise-separable.
+"""SegNet (Badrinarayanan et al., 2017): an encoder whose downsampling keeps the positions of its
+maxima and a mirrored decoder that puts activations back at those positions ("max-unpooling"), so
+boundaries return where the encoder saw them. The decoder is built from the encoder's contract
+(`segkit.models.encoders.base`), so any registered encoder gets a SegNet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -16,109 +13,104 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkit.models.blocks import ActivationLayer, ConvNormAct, NormLayer, make_conv
+from segkit.models.encoders import Encoder, Pool
+
+UPSAMPLING = ("unpool", "bilinear")
 
 
-class SegNetEncoder(nn.Module):
-    """Stages of conv blocks, each ending in a 2x2 max-pool that returns its indices."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        stage_channels: Sequence[int],
-        stage_depths: Sequence[int],
-        conv: str,
-        norm_layer: NormLayer,
-        activation_layer: ActivationLayer,
-    ) -> None:
-        super().__init__()
-        block = partial(ConvNormAct, conv=conv, norm_layer=norm_layer, activation_layer=activation_layer)
-        self.stages = nn.ModuleList()
-        for channels, depth in zip(stage_channels, stage_depths):
-            self.stages.append(nn.Sequential(*(block(in_channels if i == 0 else channels, channels) for i in range(depth))))
-            in_channels = channels
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Size]]]:
-        """Returns the deepest features and, per stage, the pooling indices and the size before pooling."""
-        pooled = []
-        for stage in self.stages:
-            x = stage(x)
-            size = x.shape[-2:]
-            x, indices = F.max_pool2d(x, kernel_size=2, stride=2, return_indices=True)
-            pooled.append((indices, size))
-        return x, pooled
+def max_unpool2d(x: torch.Tensor, pool: Pool) -> torch.Tensor:
+    """`F.max_unpool2d` written as a scatter: torch's ONNX exporter has no MaxUnpool for it
+    (pytorch/pytorch#25088, #85388), while a scatter exports with dynamic sizes and computes the same.
+    Single-channel indices are shared by every channel."""
+    n, c = x.shape[:2]
+    height, width = pool.size
+    indices = pool.indices.expand(n, c, -1, -1).flatten(2)
+    out = x.new_zeros(n, c, height * width).scatter(2, indices, x.flatten(2))
+    return out.view(n, c, height, width)
 
 
 class SegNetDecoder(nn.Module):
-    """Mirror of the encoder: per stage, max-unpool with the encoder's indices, then conv blocks whose
-    last one narrows to the channels of the stage above. The top stage ends in the classifier conv."""
+    """Per encoder resolution, deepest first: upsample to the size before that downsampling, then conv
+    blocks whose last one narrows to the width of the resolution above. The top ends in the classifier."""
 
     def __init__(
         self,
+        encoder: Encoder,
         num_classes: int,
-        stage_channels: Sequence[int],
-        stage_depths: Sequence[int],
-        conv: str,
-        norm_layer: NormLayer,
-        activation_layer: ActivationLayer,
+        upsample: str = "unpool",
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        activation_layer: ActivationLayer = partial(nn.ReLU, inplace=True),
     ) -> None:
         super().__init__()
-        block = partial(ConvNormAct, conv=conv, norm_layer=norm_layer, activation_layer=activation_layer)
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample={upsample!r} is not an upsampling mode; expected one of {list(UPSAMPLING)}")
+        self.upsample = upsample
+        block = partial(ConvNormAct, conv=encoder.conv, norm_layer=norm_layer, activation_layer=activation_layer)
+        widths, depths = encoder.stage_channels, encoder.decoder_depths
+        in_channels = encoder.out_channels
         self.stages = nn.ModuleList()
-        for index in reversed(range(len(stage_channels))):
-            channels, depth = stage_channels[index], stage_depths[index]
-            layers = [block(channels, channels) for _ in range(depth - 1)]
-            if index > 0:
-                layers.append(block(channels, stage_channels[index - 1]))
+        for level in reversed(range(len(widths))):
+            layers = []
+            for _ in range(depths[level] - 1):
+                layers.append(block(in_channels, widths[level]))
+                in_channels = widths[level]
+            if level > 0:
+                layers.append(block(in_channels, widths[level - 1]))
+                in_channels = widths[level - 1]
             else:
                 # Plain conv to logits: no norm or ReLU, unlike the article, whose ReLU clips negative logits.
-                layers.append(make_conv(conv, channels, num_classes, bias=True))
+                layers.append(make_conv(encoder.conv, in_channels, num_classes, bias=True))
             self.stages.append(nn.Sequential(*layers))
 
-    def forward(self, x: torch.Tensor, pooled: list[tuple[torch.Tensor, torch.Size]]) -> torch.Tensor:
-        for stage, (indices, size) in zip(self.stages, reversed(pooled)):
-            # output_size restores odd sizes that the pool floored (97 -> 48 -> 97).
-            x = F.max_unpool2d(x, indices, kernel_size=2, stride=2, output_size=size)
+    def forward(self, x: torch.Tensor, pools: list[Pool]) -> torch.Tensor:
+        for stage, pool in zip(self.stages, reversed(pools)):
+            if self.upsample == "unpool":
+                x = max_unpool2d(x, pool)
+            else:
+                x = F.interpolate(x, size=pool.size, mode="bilinear", align_corners=False)
             x = stage(x)
         return x
 
 
 class SegNet(nn.Module):
-    """SegNet producing N x num_classes x H x W logits for N x in_channels x H x W input."""
+    """N x in_channels x H x W images -> N x num_classes x H x W logits."""
 
     def __init__(
         self,
+        encoder: Encoder,
         num_classes: int,
-        in_channels: int = 3,
-        stage_channels: Sequence[int] = (64, 128, 256, 512),
-        stage_depths: Sequence[int] = (2, 2, 3, 3),
-        conv: str = "standard",
-        input_norm: bool = True,
+        upsample: str = "unpool",
+        input_norm: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
         activation_layer: ActivationLayer = partial(nn.ReLU, inplace=True),
+        name: str = "segnet",
     ) -> None:
         super().__init__()
-        if len(stage_channels) != len(stage_depths):
-            raise ValueError(
-                f"stage_channels {list(stage_channels)} and stage_depths {list(stage_depths)} must have the same length"
-            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.name = name
         self.num_classes = num_classes
-        self.in_channels = in_channels
-        # Every stage halves the size, so inputs need at least this many pixels per side.
-        self.min_size = 2 ** len(stage_channels)
-        layout = dict(conv=conv, norm_layer=norm_layer, activation_layer=activation_layer)
-        self.input_norm = norm_layer(in_channels) if input_norm else nn.Identity()
-        self.encoder = SegNetEncoder(in_channels, stage_channels, stage_depths, **layout)
-        self.decoder = SegNetDecoder(num_classes, stage_channels, stage_depths, **layout)
+        self.in_channels = _in_channels(encoder)
+        # Every downsampling halves the size, so inputs need at least this many pixels per side.
+        self.min_size = 2 ** len(encoder.stage_channels)
+        self.input_mean, self.input_std = encoder.input_mean, encoder.input_std
+        # The article normalises inside the network with a BatchNorm on the input.
+        self.input_norm = norm_layer(self.in_channels) if input_norm else nn.Identity()
+        self.encoder = encoder
+        self.decoder = SegNetDecoder(encoder, num_classes, upsample, norm_layer, activation_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SegNet expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}")
+            raise ValueError(f"{self.name} expects N x {self.in_channels} x H x W input, got shape {tuple(x.shape)}")
         if min(x.shape[-2:]) < self.min_size:
             raise ValueError(
-                f"input of size {tuple(x.shape[-2:])} is too small: {len(self.encoder.stages)} pooling stages "
-                f"need at least {self.min_size} x {self.min_size}"
+                f"input of size {tuple(x.shape[-2:])} is too small for {self.name}: "
+                f"{len(self.encoder.stage_channels)} downsamplings need at least {self.min_size} x {self.min_size}"
             )
-        features, pooled = self.encoder(self.input_norm(x))
-        return self.decoder(features, pooled)
+        features, pools = self.encoder(self.input_norm(x))
+        return self.decoder(features[-1], pools)
+
+
+def _in_channels(encoder: Encoder) -> int:
+    first_conv = next(m for m in encoder.modules() if isinstance(m, nn.Conv2d))
+    return first_conv.in_channels
