@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 ON_BAD_SAMPLE = ("error", "skip")
 
 
+def check_on_bad_sample(on_bad_sample: str) -> str:
+    if on_bad_sample not in ON_BAD_SAMPLE:
+        raise ValueError(f"data.on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
+    return on_bad_sample
+
+
 @dataclass(frozen=True)
 class SampleFiles:
     sample_id: str
@@ -60,13 +66,11 @@ class SegmentationFiles(Dataset):
         on_bad_sample: str = "error",
         colour_to_id: Mapping[tuple[int, int, int], int] | None = None,
     ) -> None:
-        if on_bad_sample not in ON_BAD_SAMPLE:
-            raise ValueError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
         if not samples:
             raise ValueError("a dataset split needs at least one sample")
         self.samples = list(samples)
         self.label_map = label_map
-        self.on_bad_sample = on_bad_sample
+        self.on_bad_sample = check_on_bad_sample(on_bad_sample)
         self.colour_to_id = colour_to_id
         self.is_bad = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
 
@@ -130,11 +134,9 @@ class FileDataModule(SegmentationDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if on_bad_sample not in ON_BAD_SAMPLE:
-            raise ValueError(f"data.on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
         self.root = Path(root).expanduser()
         self.download = download
-        self.on_bad_sample = on_bad_sample
+        self.on_bad_sample = check_on_bad_sample(on_bad_sample)
         # Read by the transforms in the config (crop or resize size); kept for reference.
         self.image_size = tuple(image_size) if image_size is not None else None
         # The first N samples of a split (None: all), for quick runs on real data.
@@ -175,7 +177,9 @@ class FileDataModule(SegmentationDataModule):
         return {split: reader.num_skipped for split, reader in self.readers.items()}
 
 
-def pair_files(ids: Sequence[str], image_path: Callable[[str], Path], mask_path: Callable[[str], Path]) -> list[SampleFiles]:
+def pair_files(
+    ids: Sequence[str], image_path: Callable[[str], Path], mask_path: Callable[[str], Path]
+) -> list[SampleFiles]:
     return [SampleFiles(sample_id, image_path(sample_id), mask_path(sample_id)) for sample_id in ids]
 
 

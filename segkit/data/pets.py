@@ -39,7 +39,8 @@ def pets_samples(root: Path, split: str) -> list[SampleFiles]:
         raise ValueError(f"Pets splits are {PETS_SPLITS}, got {split!r}")
     base = root / PETS_DIR
     ids = read_split_file(base / "annotations" / f"{split}.txt")
-    return pair_files(ids, lambda i: base / "images" / f"{i}.jpg", lambda i: base / "annotations" / "trimaps" / f"{i}.png")
+    trimaps = base / "annotations" / "trimaps"
+    return pair_files(ids, lambda i: base / "images" / f"{i}.jpg", lambda i: trimaps / f"{i}.png")
 
 
 class PetsDataset(SegmentationFiles):

@@ -54,8 +54,10 @@ class VOCAugDataModule(FileDataModule):
 
     @property
     def layout_dirs(self) -> tuple[str, ...]:
-        has_aug_masks = (self.root / VOC_DIR / AUG_MASK_DIR).is_dir() and (self.root / VOC_DIR / AUG_SPLIT_FILE).is_file()
-        return (VOC_DIR,) if has_aug_masks else (VOC_DIR, SBD_DIR)
+        voc = self.root / VOC_DIR
+        # SBD is needed for its lists unless SegmentationClassAug comes with its own list.
+        needs_sbd = not ((voc / AUG_MASK_DIR).is_dir() and (voc / AUG_SPLIT_FILE).is_file())
+        return (VOC_DIR, SBD_DIR) if needs_sbd else (VOC_DIR,)
 
     def split_samples(self, split: str) -> list[SampleFiles]:
         return voc_aug_samples(self.root, split)
