@@ -1,11 +1,33 @@
-from segkit.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataModule, ShapesDataModule
+from segkit.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, PadCollate, SegmentationDataModule, ShapesDataModule
+from segkit.data.files import FileDataModule, SegmentationFiles
+from segkit.data.io import DataError, InvalidFileError, MissingFileError
+from segkit.data.palettes import PETS_CLASS_NAMES, VOC_CLASS_NAMES
+from segkit.data.pets import PetsDataModule, PetsDataset
+from segkit.data.sbd import SBDDataModule, SBDDataset
 from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
+from segkit.data.voc import VOCDataModule, VOCSegmentationDataset
+from segkit.data.voc_aug import VOCAugDataModule
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PETS_CLASS_NAMES",
     "SHAPES_CLASS_NAMES",
+    "VOC_CLASS_NAMES",
+    "DataError",
+    "FileDataModule",
+    "InvalidFileError",
+    "MissingFileError",
+    "PadCollate",
+    "PetsDataModule",
+    "PetsDataset",
+    "SBDDataModule",
+    "SBDDataset",
     "SegmentationDataModule",
+    "SegmentationFiles",
     "ShapesDataModule",
     "ShapesDataset",
+    "VOCAugDataModule",
+    "VOCDataModule",
+    "VOCSegmentationDataset",
 ]

@@ -6,12 +6,14 @@ after that (augmentation, normalisation, tensors) happens here, once, through al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import albumentations as A
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,6 +47,35 @@ class TransformedDataset(Dataset):
         return out["image"], out["mask"].long()
 
 
+class PadCollate:
+    """Batches images of different sizes: pads each, at the bottom and right, to the batch's largest
+    height and width rounded up to a multiple of `size_divisor` (the network's total stride).
+
+    Images are padded with 0, the mean colour once normalised; masks with `ignore_index`, so the loss
+    and the metrics never count padding.
+    """
+
+    def __init__(self, size_divisor: int = 32, ignore_index: int = 255) -> None:
+        if size_divisor < 1:
+            raise ValueError(f"data.size_divisor must be >= 1, got {size_divisor}")
+        self.size_divisor = size_divisor
+        self.ignore_index = ignore_index
+
+    def __call__(self, batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        height = self._round_up(max(image.shape[-2] for image, _ in batch))
+        width = self._round_up(max(image.shape[-1] for image, _ in batch))
+
+        def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
+            return F.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]), value=value)
+
+        images = torch.stack([pad(image, 0.0) for image, _ in batch])
+        masks = torch.stack([pad(mask, self.ignore_index) for _, mask in batch])
+        return images, masks
+
+    def _round_up(self, size: int) -> int:
+        return math.ceil(size / self.size_divisor) * self.size_divisor
+
+
 class SegmentationDataModule(L.LightningDataModule):
     """Shared loaders and pipelines; a subclass names its classes and builds each split's reader."""
 
@@ -61,6 +92,7 @@ class SegmentationDataModule(L.LightningDataModule):
         val_transforms: Sequence[A.BasicTransform] = (),
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        size_divisor: int = 32,
     ) -> None:
         super().__init__()
         if num_classes != len(self.class_names):
@@ -81,6 +113,8 @@ class SegmentationDataModule(L.LightningDataModule):
         # pretrained encoders), so the normalisation travels with the weights.
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
+        # Validation reads whole images of any size; training recipes crop or resize to one size.
+        self.val_collate = PadCollate(size_divisor, ignore_index)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -100,11 +134,12 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.val_set is None:
             self.val_set = TransformedDataset(self.build_split("val"), self.pipeline(self.val_transforms))
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, collate_fn: PadCollate | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -115,7 +150,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, collate_fn=self.val_collate)
 
 
 class ShapesDataModule(SegmentationDataModule):
