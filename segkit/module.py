@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from segkit.models import without_pretrained_weights
 
@@ -28,15 +28,25 @@ def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollectio
     """Dataset-level metrics: one confusion matrix over every pixel seen, `ignore_index` pixels dropped.
 
     mIoU is the macro mean of per-class IoU over the whole set, the number papers report (not a mean
-    of per-image IoUs). The three metrics share one confusion matrix through compute groups.
+    of per-image IoUs). The metrics share one confusion matrix (rows truth, columns prediction)
+    through compute groups.
     """
     return MetricCollection(
         {
+            "confmat": MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index),
             "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
             "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
             "iou_per_class": MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index),
         }
     )
+
+
+def micro_iou(confmat: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """IoU pooled over `classes`: sum of their true positives over the sum of their unions. With Pets'
+    pet and border it is the article's metric (background left out)."""
+    true_positives = confmat.diag()[classes]
+    unions = confmat.sum(dim=0)[classes] + confmat.sum(dim=1)[classes] - true_positives
+    return true_positives.sum() / unions.sum().clamp(min=1)
 
 
 class SegmentationModule(L.LightningModule):
@@ -59,6 +69,7 @@ class SegmentationModule(L.LightningModule):
         monitor: str = "val/miou",
         channels_last: bool = False,
         pretrained: bool = True,
+        micro_iou_classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         net_given_as_module = isinstance(net, nn.Module)
@@ -72,6 +83,10 @@ class SegmentationModule(L.LightningModule):
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for num_classes={num_classes}")
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        unknown = [name for name in micro_iou_classes or () if name not in self.class_names]
+        if unknown:
+            raise ValueError(f"micro_iou_classes {unknown} are not classes of the data; classes: {self.class_names}")
+        self.micro_iou_classes = [self.class_names.index(name) for name in micro_iou_classes or ()]
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
         metrics = segmentation_metrics(num_classes, ignore_index)
@@ -104,6 +119,9 @@ class SegmentationModule(L.LightningModule):
         values = metrics.compute()
         metrics.reset()
         per_class = values.pop(f"{metrics.prefix}iou_per_class")
+        confmat = values.pop(f"{metrics.prefix}confmat")
+        if self.micro_iou_classes:
+            values[f"{metrics.prefix}micro_iou"] = micro_iou(confmat, self.micro_iou_classes)
         values.update({f"{metrics.prefix}iou_{name}": iou for name, iou in zip(self.class_names, per_class)})
         miou = values.pop(f"{metrics.prefix}miou")
         self.log(f"{metrics.prefix}miou", miou, prog_bar=True)

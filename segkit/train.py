@@ -21,6 +21,7 @@ from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import SegmentationDataModule
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
+from segkit.summary import summarize
 
 
 @dataclass
@@ -51,6 +52,7 @@ def build(cfg: DictConfig) -> Run:
         class_names=list(datamodule.class_names),
         monitor=cfg.optimized_metric,
         channels_last=cfg.channels_last,
+        micro_iou_classes=to_plain(cfg.metrics.micro_iou_classes),
     )
     if datamodule.mean is None:
         datamodule.mean, datamodule.std = module.net.input_mean, module.net.input_std
@@ -70,10 +72,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     run = build(cfg)
     trainer = run.trainer
-    params = count_parameters(run.module.net)
+    image_size = cfg.data.get("image_size")
+    efficiency = {"params": count_parameters(run.module.net)}
+    if image_size is not None:
+        efficiency["macs"] = summarize(run.module.net, image_size)["macs"]
+        efficiency["macs_image_size"] = list(image_size)
     try:
         for logger in run.loggers:
-            logger.log_hyperparams({**to_plain(cfg), "params": params})
+            logger.log_hyperparams({**to_plain(cfg), **efficiency})
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
         # Read the paths before validating: loading a checkpoint restores the callback's older state.
         checkpoint = trainer.checkpoint_callback
@@ -83,12 +89,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
     finally:
         _close(run.loggers)
+    per_class = {name: results.pop(f"val/iou_{name}") for name in run.module.class_names}
     metrics = {
-        "val/miou": results["val/miou"],
-        "val/acc": results["val/acc"],
-        "val/iou_per_class": {name: results[f"val/iou_{name}"] for name in run.module.class_names},
-        "val/loss": results["val/loss"],
-        "params": params,
+        **results,  # val/miou, val/acc, val/loss (and val/micro_iou when configured)
+        "val/iou_per_class": per_class,
+        **efficiency,
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
@@ -110,11 +115,12 @@ def _close(loggers: list[Logger]) -> None:
 
 def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_path: Path) -> str:
     per_class = ", ".join(f"{name} {iou:.3f}" for name, iou in metrics["val/iou_per_class"].items())
+    micro = f"   val/micro_iou {metrics['val/micro_iou']:.4f}" if "val/micro_iou" in metrics else ""
+    macs = f", {metrics['macs'] / 1e9:.2f} GMACs at {'x'.join(map(str, metrics['macs_image_size']))}" if "macs" in metrics else ""
     return "\n".join(
         [
-            f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, "
-            f"{metrics['params']:,} parameters",
-            f"  val/miou {metrics['val/miou']:.4f}   val/acc {metrics['val/acc']:.4f}   IoU: {per_class}",
+            f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
+            f"  val/miou {metrics['val/miou']:.4f}   val/acc {metrics['val/acc']:.4f}{micro}   IoU: {per_class}",
             f"  best checkpoint: {metrics['best_checkpoint']}",
             f"  metrics: {metrics_path}",
         ]

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from segkit.data import ShapesDataset
-from segkit.module import SegmentationModule, segmentation_metrics
+from segkit.module import SegmentationModule, micro_iou, segmentation_metrics
 
 TINY_NET = {"_target_": "segkit.models.build_model", "num_classes": 3, "input_norm": True,
             "encoder": {"name": "vgg", "layout": "article", "conv": "dsc", "width": 0.125}}
@@ -98,3 +98,43 @@ def test_mismatched_class_names_or_weights_fail_with_the_counts():
         SegmentationModule(TINY_NET, num_classes=3, optimizer=ADAM, class_names=["a", "b"])
     with pytest.raises(ValueError, match=r"class_weights has 4 values for num_classes=3"):
         SegmentationModule(TINY_NET, num_classes=3, optimizer=ADAM, class_weights=[1, 1, 1, 1])
+
+
+def test_micro_iou_pools_the_chosen_classes():
+    # Kept pixels (truth, prediction): (0,0) (0,1) (1,1) (1,1) (2,2). Over classes 0 and 2:
+    # TP 1 + 1, unions 2 + 1 -> 2/3. Class 1 alone: TP 2, union 3.
+    metrics = segmentation_metrics(num_classes=3, ignore_index=255)
+    metrics.update(PREDICTION, TARGET)
+    confmat = metrics.compute()["confmat"]
+    assert micro_iou(confmat, [0, 2]).item() == pytest.approx(2 / 3)
+    assert micro_iou(confmat, [1]).item() == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"micro_iou_classes \['cat'\] are not classes of the data"):
+        SegmentationModule(TINY_NET, num_classes=3, optimizer=ADAM, class_names=["a", "b", "c"],
+                           micro_iou_classes=["cat"])
+
+
+def test_encoder_lr_factor_gives_the_encoder_its_own_learning_rate():
+    module = SegmentationModule(TINY_NET, num_classes=3, optimizer={**ADAM, "encoder_lr_factor": 0.1})
+    optimizer = module.configure_optimizers()["optimizer"]
+    encoder_group, rest_group = optimizer.param_groups
+    assert encoder_group["lr"] == pytest.approx(0.001) and rest_group["lr"] == pytest.approx(0.01)
+    assert {id(p) for p in encoder_group["params"]} == {id(p) for p in module.net.encoder.parameters()}
+    assert len(encoder_group["params"]) + len(rest_group["params"]) == len(list(module.parameters()))
+    # The factor is segkit's: it never reaches the optimizer, and 1.0 keeps one group.
+    plain = SegmentationModule(TINY_NET, num_classes=3, optimizer={**ADAM, "encoder_lr_factor": 1.0})
+    assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1
+
+
+def test_checkpoints_rebuild_without_fetching_pretrained_weights(tmp_path, monkeypatch):
+    net = {**TINY_NET, "input_norm": False, "encoder": {"name": "mobilenetv2", "weights": "imagenet"}}
+    module = SegmentationModule(net, num_classes=3, optimizer=ADAM)  # weights from the test cache
+    trainer = L.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))  # the weights file is gone now
+    restored = SegmentationModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert restored.hparams.net["encoder"]["weights"] == "imagenet"  # the record of how it was trained
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(module.eval()(images), restored.eval()(images))
