@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
@@ -24,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from segkit.config import CONFIG_DIR
 from segkit.data.files import FileDataModule, SegmentationFiles
 from segkit.data.io import DataError
+from segkit.train import build
 
 SPLITS = ("train", "val")
 
@@ -97,8 +101,56 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _endless(loader: DataLoader) -> Iterator[Any]:
+    """Batches of epoch after epoch (a small split has fewer batches than a measurement needs)."""
+    while True:
+        yield from loader
+
+
+def measure_throughput(cfg: DictConfig, batches: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Images per second of the train loader alone (real files, real augmentations, the configured
+    workers) and of the model's training steps (forward, loss, backward, optimizer step) on a batch
+    of the same size, in this process: loading starves training when the first is below the second."""
+    run = build(cfg)  # the training build: same data pipeline, model, optimizer and normalisation
+    run.datamodule.setup("fit")
+    loader = _endless(run.datamodule.train_dataloader())
+    for _ in range(warmup):  # worker start-up is not throughput
+        batch = next(loader)
+    start, images = time.perf_counter(), 0
+    for _ in range(batches):
+        images += len(next(loader)[0])
+    loader_rate = images / (time.perf_counter() - start)
+
+    module = run.module.train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    inputs, masks = batch
+
+    def step() -> None:
+        loss = module.criterion(module(inputs), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    steps = max(3, batches // 4)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    train_rate = steps * len(inputs) / (time.perf_counter() - start)
+    return {"loader_images_per_s": loader_rate, "train_images_per_s": train_rate, "batch_size": len(inputs),
+            "num_workers": run.datamodule.num_workers, "torch_threads": torch.get_num_threads()}
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="data_check")
 def main(cfg: DictConfig) -> None:
+    if cfg.throughput:
+        rates = measure_throughput(cfg, cfg.throughput_batches)
+        print(f"train loader {rates['loader_images_per_s']:.1f} images/s ({rates['num_workers']} workers) against "
+              f"training {rates['train_images_per_s']:.1f} images/s (batch {rates['batch_size']}): loading is "
+              f"{rates['loader_images_per_s'] / rates['train_images_per_s']:.1f}x the training speed")
+        (Path(cfg.paths.output_dir) / "throughput.json").write_text(json.dumps(rates, indent=2) + "\n")
+        return
     datamodule = instantiate(cfg.data)
     if not isinstance(datamodule, FileDataModule):
         sys.exit(f"data={type(datamodule).__name__} is generated, not read from files: nothing to check")
