@@ -10,6 +10,7 @@ status 1 when there were problems.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -113,13 +114,18 @@ def measure_throughput(cfg: DictConfig, batches: int = 20, warmup: int = 3) -> d
     of the same size, in this process: loading starves training when the first is below the second."""
     run = build(cfg)  # the training build: same data pipeline, model, optimizer and normalisation
     run.datamodule.setup("fit")
-    loader = _endless(run.datamodule.train_dataloader())
+    dataloader = run.datamodule.train_dataloader()
+    loader = _endless(dataloader)
     for _ in range(warmup):  # worker start-up is not throughput
         batch = next(loader)
     start, images = time.perf_counter(), 0
     for _ in range(batches):
         images += len(next(loader)[0])
     loader_rate = images / (time.perf_counter() - start)
+    # Stop the workers, which would otherwise keep prefetching beside the training steps.
+    loader.close()
+    del loader, dataloader
+    gc.collect()
 
     module = run.module.train()
     optimizer = module.configure_optimizers()["optimizer"]

@@ -65,3 +65,11 @@ def test_command_prints_the_report_and_exits_1_on_problems(tmp_path):
     assert "train: 2 samples, 1 problems" in result.stdout and "val: 1 samples, 0 problems" in result.stdout
     assert "SegmentationClass/b.png: cannot decode the mask" in result.stdout
     assert json.loads((run_dir / "data_check.json").read_text())["val"]["samples"] == 1
+
+
+def test_throughput_measures_loader_and_training_images_per_second(make_config):
+    from segkit.data_check import measure_throughput
+
+    rates = measure_throughput(make_config("data.batch_size=4"), batches=3, warmup=1)
+    assert rates["batch_size"] == 4 and rates["num_workers"] == 0
+    assert rates["loader_images_per_s"] > 0 and rates["train_images_per_s"] > 0
