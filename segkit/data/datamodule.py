@@ -18,9 +18,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from segkit.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 
 
 class TransformedDataset(Dataset):

@@ -83,9 +83,11 @@ def resolve_weights(encoder_name: str, weights: str | None, conv: str, width: fl
     return weights
 
 
-def load_features(features: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Loads the `features.*` tensors of a torchvision classifier's state dict into `features`; every
+def load_features(features: nn.Module, weights: WeightsEnum) -> None:
+    """Loads the `features.*` tensors of a torchvision classifier's `weights` into `features`; every
     tensor of `features` must be there with its shape (the classifier head's are not needed)."""
+    source = f"{type(weights).__name__}.{weights.name}"
+    state_dict = pretrained_state_dict(weights)
     wanted = {key.removeprefix("features."): value for key, value in state_dict.items() if key.startswith("features.")}
     result = features.load_state_dict(wanted, strict=False)
     if result.missing_keys or result.unexpected_keys:

@@ -19,7 +19,7 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from segkit.models.blocks import NormLayer, check_conv_type, make_conv
 from segkit.models.encoders import register_encoder
-from segkit.models.encoders.base import Encoder, Pool, load_features, pretrained_state_dict, resolve_weights
+from segkit.models.encoders.base import Encoder, Pool, load_features, resolve_weights
 
 PRETRAINED = {"imagenet": MobileNet_V2_Weights.IMAGENET1K_V2}
 
@@ -61,8 +61,7 @@ class MobileNetV2Encoder(Encoder):
         self.conv = conv
         self.weights = weights
         if weights is not None:
-            source = PRETRAINED[weights]
-            load_features(self.features, pretrained_state_dict(source), f"{type(source).__name__}.{source.name}")
+            load_features(self.features, PRETRAINED[weights])
 
     @staticmethod
     def _switches(x: torch.Tensor) -> Pool:

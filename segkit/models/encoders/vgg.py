@@ -17,7 +17,7 @@ from torchvision.models import VGG16_BN_Weights
 
 from segkit.models.blocks import ActivationLayer, NormLayer, check_conv_type, make_conv, scale_channels
 from segkit.models.encoders import register_encoder
-from segkit.models.encoders.base import Encoder, Pool, load_features, pretrained_state_dict, resolve_weights
+from segkit.models.encoders.base import Encoder, Pool, load_features, resolve_weights
 
 # (channels, blocks) per stage.
 VGG_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -64,8 +64,7 @@ class VGGEncoder(Encoder):
         self.conv = conv
         self.weights = weights
         if weights is not None:
-            source = PRETRAINED[layout, weights]
-            load_features(self.features, pretrained_state_dict(source), f"{type(source).__name__}.{source.name}")
+            load_features(self.features, PRETRAINED[layout, weights])
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[Pool]]:
         features, pools = [], []
