@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,18 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import SegmentationDataModule
+from segkit.lr_find import find_lr
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
+from segkit.resume import INTERRUPTED_EXIT_CODE
 from segkit.summary import summarize
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,7 +73,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits the configured model and returns the validation metrics of its best checkpoint."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -78,6 +84,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         efficiency["macs"] = summarize(run.module.net, image_size)["macs"]
         efficiency["macs_image_size"] = list(image_size)
     try:
+        if cfg.lr_find and cfg.get("ckpt_path") is None:
+            _apply_lr_finder(cfg, run, output_dir)
+        if trainer.is_global_zero:  # after the LR finder, so config.yaml holds the lr actually used
+            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         for logger in run.loggers:
             logger.log_hyperparams({**to_plain(cfg), **efficiency})
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -88,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Report the checkpoint a user will ship, not the last epoch: validate the best one once more.
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
     finally:
-        _close(run.loggers)
+        close_loggers(run.loggers)
     per_class = {name: results.pop(f"val/iou_{name}") for name in run.module.class_names}
     metrics = {
         **results,  # val/miou, val/acc, val/loss (and val/micro_iou when configured)
@@ -106,7 +116,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _close(loggers: list[Logger]) -> None:
+def _apply_lr_finder(cfg: DictConfig, run: Run, output_dir: Path) -> None:
+    """Range-tests the lr and trains with the suggestion (config, module and logs say so)."""
+    result = find_lr(run, cfg.lr_finder, output_dir)
+    if result is None or result["suggested_lr"] is None:
+        log.warning("lr_find=true: no suggestion (fast_dev_run or too few steps); training with lr=%s", cfg.optimizer.lr)
+        return
+    log.info("lr_find=true: training with the suggested lr %.3g instead of %s", result["suggested_lr"], cfg.optimizer.lr)
+    cfg.optimizer.lr = result["suggested_lr"]
+    run.module.hparams.optimizer["lr"] = result["suggested_lr"]
+
+
+def close_loggers(loggers: list[Logger]) -> None:
     """Ends the wandb run, so its files are complete and the next run of a sweep starts a new one."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
@@ -129,7 +150,10 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_p
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:
+        sys.exit(INTERRUPTED_EXIT_CODE)  # CheckpointOnInterrupt has saved last.ckpt
     return metrics.get(cfg.optimized_metric)
 
 

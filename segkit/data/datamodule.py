@@ -7,6 +7,7 @@ after that (augmentation, normalisation, tensors) happens here, once, through al
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 import albumentations as A
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from segkit.data.sampling import ResumableShuffle
 from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
 from segkit.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 
@@ -32,7 +34,18 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, tuple):  # from ResumableShuffle: this sample's own augmentation seed
+            index, seed = index
+            self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+            self._pipeline_seed = None
+        else:
+            self._seed_from_process()
+        image, mask = self.samples[index]
+        out = self.pipeline(image=image, mask=mask)
+        return out["image"], out["mask"].long()
+
+    def _seed_from_process(self) -> None:
         # Albumentations keeps its own RNG, which forked DataLoader workers would all copy and so
         # repeat one another's augmentations. Seed it from torch's seed of this process instead:
         # distinct per worker and epoch, and reproducible under `seed_everything`.
@@ -40,9 +53,6 @@ class TransformedDataset(Dataset):
         if seed != self._pipeline_seed:
             self.pipeline.set_random_seed(seed)
             self._pipeline_seed = seed
-        image, mask = self.samples[index]
-        out = self.pipeline(image=image, mask=mask)
-        return out["image"], out["mask"].long()
 
 
 class PadCollate:
@@ -132,23 +142,49 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.val_set is None:
             self.val_set = TransformedDataset(self.build_split("val"), self.pipeline(self.val_transforms))
 
-    def _loader(self, dataset: Dataset, shuffle: bool, collate_fn: PadCollate | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, sampler: Sampler | None = None, shuffle: bool = False, collate_fn: PadCollate | None = None
+    ) -> DataLoader:
+        training = sampler is not None or shuffle
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
+            sampler=sampler,
             shuffle=shuffle,
             collate_fn=collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            drop_last=training and len(dataset) > self.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Lightning gives each rank its share through a DistributedSampler (seeded by epoch).
+            return self._loader(self.train_set, shuffle=True)
+        epoch, skip = _resume_position(trainer)
+        sampler = ResumableShuffle(len(self.train_set), torch.initial_seed(), epoch, skip * self.batch_size)
+        return self._loader(self.train_set, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, collate_fn=self.val_collate)
+
+
+def _resume_position(trainer: L.Trainer | None) -> tuple[int, int]:
+    """The epoch the next training iteration belongs to, and how many of its batches are already done.
+
+    Called when the loader is built, which happens after a checkpoint's loop state is restored but
+    before Lightning updates its epoch counter, so an epoch-end checkpoint still counts its epoch as
+    in progress: its last batch done means the next epoch.
+    """
+    if trainer is None:
+        return 0, 0
+    epoch = trainer.fit_loop.epoch_progress.current.processed
+    batches = trainer.fit_loop.epoch_loop.batch_progress
+    if batches.is_last_batch:
+        return epoch + 1, 0
+    return epoch, batches.current.completed
 
 
 class ShapesDataModule(SegmentationDataModule):
