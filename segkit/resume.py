@@ -1,5 +1,5 @@
-"""Preemption: SIGTERM (clusters, `kill`) and Ctrl+C stop training after the current batch and save
-`last.ckpt`, from which `ckpt_path=` resumes exactly where the run stopped."""
+"""`last.ckpt`: the latest state of a run, written at every epoch end and when SIGTERM (preemption,
+`kill`) or Ctrl+C stops training after the current batch; `ckpt_path=` resumes from it exactly."""
 
 from __future__ import annotations
 
@@ -20,13 +20,15 @@ log = logging.getLogger(__name__)
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
-class CheckpointOnInterrupt(L.Callback):
-    """Saves a resumable checkpoint when training is interrupted.
+class LastCheckpoint(L.Callback):
+    """Keeps `<dirpath>/last.ckpt` at the latest state of training.
 
-    Lightning already turns SIGTERM into a stop at the end of the current batch (on every rank); this
-    callback makes the first Ctrl+C do the same (a second one aborts at once) and writes
-    `<dirpath>/last.ckpt` when the stop happens. The checkpoint holds the model, optimizer, scheduler
-    and loop state at a batch boundary, so the resumed run repeats no batch and skips none.
+    ModelCheckpoint's `save_last` only follows its top-k saves, so after an epoch that did not improve
+    the monitored metric its last.ckpt is older than the run. This callback writes it at every epoch
+    end, after validation, and when training is interrupted. Lightning already turns SIGTERM into a
+    stop at the end of the current batch (on every rank); the first Ctrl+C does the same here (a second
+    one aborts at once). The checkpoint holds the model, optimizer, scheduler and loop state at a batch
+    boundary, so the resumed run repeats no batch and skips none.
     """
 
     def __init__(self, dirpath: str | os.PathLike[str], filename: str = "last.ckpt") -> None:
@@ -40,6 +42,10 @@ class CheckpointOnInterrupt(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_sigint()
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path)
+
     def _stop_after_batch(self, signum: int, frame: FrameType | None) -> None:
         log.warning("Ctrl+C: stopping after this batch and saving a checkpoint; press it again to abort at once")
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -52,7 +58,7 @@ class CheckpointOnInterrupt(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_sigint()
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path)
             if trainer.is_global_zero:
                 log.warning(f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved "
