@@ -80,7 +80,8 @@ def _check_classes(module: SegmentationModule, datamodule: SegmentationDataModul
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The metrics of the checkpoint `cfg.ckpt_path` on the split `cfg.data.split` of `cfg.data`,
-    written to `<paths.output_dir>/metrics.json`."""
+    written to `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
+    `register_checkpoint_data(ckpt_path)`."""
     module = load_module(cfg.ckpt_path)
     datamodule = instantiate(cfg.data)
     _check_classes(module, datamodule, cfg.ckpt_path)
