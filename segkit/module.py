@@ -93,6 +93,9 @@ class SegmentationModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # The resolved config of the training run, a plain dict that `segkit.train.build` sets; checkpoints
+        # carry it as "segkit_config", so segkit.eval and segkit.predict know the data and its preprocessing.
+        self.segkit_config: dict[str, Any] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
@@ -143,6 +146,13 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The checkpoint holds every weight: rebuilding it must not fetch the pretrained init again.
         checkpoint["hyper_parameters"]["pretrained"] = False
+        if self.segkit_config is not None:
+            checkpoint["segkit_config"] = self.segkit_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run keeps its own config (build set it); a module loaded on its own gets the checkpoint's.
+        if self.segkit_config is None:
+            self.segkit_config = checkpoint.get("segkit_config")
 
     def _parameter_groups(self, encoder_lr_factor: float, lr: float) -> list[dict[str, Any]]:
         """The encoder's parameters at `lr * encoder_lr_factor` (as fine-tuning recipes do), the rest at `lr`."""

@@ -61,8 +61,8 @@ def build(cfg: DictConfig) -> Run:
         channels_last=cfg.channels_last,
         micro_iou_classes=to_plain(cfg.metrics.micro_iou_classes),
     )
-    if datamodule.mean is None:
-        datamodule.mean, datamodule.std = module.net.input_mean, module.net.input_std
+    module.segkit_config = to_plain(cfg)
+    datamodule.use_normalisation_of(module.net)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -99,10 +99,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
     finally:
         close_loggers(run.loggers)
-    per_class = {name: results.pop(f"val/iou_{name}") for name in run.module.class_names}
     metrics = {
-        **results,  # val/miou, val/acc, val/loss (and val/micro_iou when configured)
-        "val/iou_per_class": per_class,
+        **split_metrics(results, run.module.class_names, "val"),
         **efficiency,
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
@@ -127,6 +125,26 @@ def _apply_lr_finder(cfg: DictConfig, run: Run, output_dir: Path) -> None:
     run.module.hparams.optimizer["lr"] = result["suggested_lr"]
 
 
+def split_metrics(results: dict[str, float], class_names: list[str], stage: str, split: str | None = None
+                  ) -> dict[str, Any]:
+    """Lightning's `<stage>/...` results named after the split they measure (default: the stage's name):
+    `<split>/miou`, `/acc`, `/loss` (and `/micro_iou` when configured), and the IoU of each class gathered
+    in `<split>/iou_per_class`."""
+    split = split or stage
+    per_class_keys = {f"{stage}/iou_{name}": name for name in class_names}
+    totals = {f"{split}/{key.removeprefix(f'{stage}/')}": value for key, value in results.items()
+              if key not in per_class_keys}
+    return {**totals, f"{split}/iou_per_class": {name: results[key] for key, name in per_class_keys.items()}}
+
+
+def format_metrics(metrics: dict[str, Any], split: str) -> str:
+    """One line: mIoU, pixel accuracy, micro IoU when present and the IoU of every class."""
+    per_class = ", ".join(f"{name} {iou:.3f}" for name, iou in metrics[f"{split}/iou_per_class"].items())
+    micro = f"   {split}/micro_iou {metrics[f'{split}/micro_iou']:.4f}" if f"{split}/micro_iou" in metrics else ""
+    accuracy = f"{split}/acc {metrics[f'{split}/acc']:.4f}"
+    return f"{split}/miou {metrics[f'{split}/miou']:.4f}   {accuracy}{micro}   IoU: {per_class}"
+
+
 def close_loggers(loggers: list[Logger]) -> None:
     """Ends the wandb run, so its files are complete and the next run of a sweep starts a new one."""
     for logger in loggers:
@@ -135,13 +153,11 @@ def close_loggers(loggers: list[Logger]) -> None:
 
 
 def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_path: Path) -> str:
-    per_class = ", ".join(f"{name} {iou:.3f}" for name, iou in metrics["val/iou_per_class"].items())
-    micro = f"   val/micro_iou {metrics['val/micro_iou']:.4f}" if "val/micro_iou" in metrics else ""
     macs = f", {metrics['macs'] / 1e9:.2f} GMACs at {'x'.join(map(str, metrics['macs_image_size']))}" if "macs" in metrics else ""
     return "\n".join(
         [
             f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
-            f"  val/miou {metrics['val/miou']:.4f}   val/acc {metrics['val/acc']:.4f}{micro}   IoU: {per_class}",
+            f"  {format_metrics(metrics, 'val')}",
             f"  best checkpoint: {metrics['best_checkpoint']}",
             f"  metrics: {metrics_path}",
         ]

@@ -28,16 +28,21 @@ TINY = [
 ]
 
 
+def compose_train(*overrides: str, output_dir: Path, tiny: bool = True) -> DictConfig:
+    """Composes conf/train.yaml as `python -m segkit.train <overrides>` would, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*(TINY if tiny else []), *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Composes conf/train.yaml as `python -m segkit.train <overrides>` would, writing into tmp_path."""
+    """`compose_train` writing into tmp_path."""
 
     def _make(*overrides: str, tiny: bool = True) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*(TINY if tiny else []), *overrides])
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-        return cfg
+        return compose_train(*overrides, output_dir=tmp_path / "run", tiny=tiny)
 
     return _make
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
 from segkit.data.sampling import ResumableShuffle
 from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
 from segkit.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD
@@ -85,9 +86,15 @@ class PadCollate:
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """Shared loaders and pipelines; a subclass names its classes and builds each split's reader."""
+    """Shared loaders and pipelines; a subclass names its classes, its splits and builds each split's reader.
+
+    Training reads "train" and validates on "val"; Lightning's test loop (`segkit.eval`) reads `split`.
+    """
 
     class_names: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ("train", "val")
+    # Colour of each class id in predicted masks (`segkit.predict`); VOC's map gives 256 distinct colours.
+    colormap: np.ndarray = VOC_COLORMAP
 
     def __init__(
         self,
@@ -101,8 +108,12 @@ class SegmentationDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         size_divisor: int = 32,
+        split: str = "val",
     ) -> None:
         super().__init__()
+        if split not in self.splits:
+            raise ValueError(f"data.split={split!r} is not a split of {type(self).__name__}; expected one of "
+                             f"{list(self.splits)}")
         if num_classes != len(self.class_names):
             raise ValueError(
                 f"data.num_classes={num_classes} disagrees with {type(self).__name__}, which has "
@@ -123,8 +134,15 @@ class SegmentationDataModule(L.LightningDataModule):
         self.std = tuple(std) if std is not None else None
         # Validation reads whole images of any size; training recipes crop or resize to one size.
         self.val_collate = PadCollate(size_divisor, ignore_index)
+        self.split = split
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def use_normalisation_of(self, net: torch.nn.Module) -> None:
+        """Normalises with the network's statistics (`input_mean`, `input_std`) unless the config set its own."""
+        if self.mean is None:
+            self.mean, self.std = net.input_mean, net.input_std
 
     def pipeline(self, transforms: Sequence[A.BasicTransform]) -> A.Compose:
         """`transforms`, then normalisation and conversion to tensors."""
@@ -132,15 +150,17 @@ class SegmentationDataModule(L.LightningDataModule):
         return A.Compose([*transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
 
     def build_split(self, split: str) -> Dataset:
-        """The reader of `split` ("train" or "val"): a Dataset of (image, mask) numpy pairs."""
+        """The reader of `split` (one of `splits`): a Dataset of (image, mask) numpy pairs."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         # Safe to call twice: readers are built once.
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = TransformedDataset(self.build_split("train"), self.pipeline(self.train_transforms))
-        if self.val_set is None:
+        if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = TransformedDataset(self.build_split("val"), self.pipeline(self.val_transforms))
+        if self.test_set is None and stage in (None, "test"):
+            self.test_set = TransformedDataset(self.build_split(self.split), self.pipeline(self.val_transforms))
 
     def _loader(
         self, dataset: Dataset, sampler: Sampler | None = None, shuffle: bool = False, collate_fn: PadCollate | None = None
@@ -170,6 +190,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, collate_fn=self.val_collate)
 
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False, collate_fn=self.val_collate)
+
 
 def _resume_position(trainer: L.Trainer | None) -> tuple[int, int]:
     """The epoch the next training iteration belongs to, and how many of its batches are already done.
@@ -191,6 +214,7 @@ class ShapesDataModule(SegmentationDataModule):
     """Built-in synthetic data with Pets' three trimap classes; see `segkit.data.shapes`."""
 
     class_names = SHAPES_CLASS_NAMES
+    colormap = TRIMAP_COLORMAP
 
     def __init__(
         self,

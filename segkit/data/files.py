@@ -139,12 +139,13 @@ class FileDataModule(SegmentationDataModule):
         self.on_bad_sample = check_on_bad_sample(on_bad_sample)
         # Read by the transforms in the config (crop or resize size); kept for reference.
         self.image_size = tuple(image_size) if image_size is not None else None
-        # The first N samples of a split (None: all), for quick runs on real data.
-        self.split_limits = {"train": num_train, "val": num_val}
+        # The first N samples of a split (None: all), for quick runs on real data; num_val also limits
+        # the split that is evaluated.
+        self.split_limits = {split: num_train if split == "train" else num_val for split in self.splits}
         self.readers: dict[str, SegmentationFiles] = {}
 
     def split_samples(self, split: str) -> list[SampleFiles]:
-        """The file pairs of `split` ("train" or "val")."""
+        """The file pairs of `split` (one of `splits`)."""
         raise NotImplementedError
 
     def download_files(self) -> None:

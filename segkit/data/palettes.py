@@ -33,6 +33,10 @@ def voc_colormap(num_colours: int = 256) -> np.ndarray:
 
 VOC_COLORMAP = voc_colormap()
 
+# Pets trimaps and the shapes data (pet or object, background, border) have no official colours: a
+# black background, so overlays leave the scene dark around a bright pet and its white border.
+TRIMAP_COLORMAP = np.array([[255, 128, 0], [0, 0, 0], [255, 255, 255]], dtype=np.uint8)
+
 
 def voc_palette() -> list[int]:
     """VOC's colour map flattened as `PIL.Image.putpalette` takes it."""

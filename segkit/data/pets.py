@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from segkit.data.files import FileDataModule, LabelMap, SampleFiles, SegmentationFiles, pair_files
 from segkit.data.io import read_split_file
-from segkit.data.palettes import PETS_CLASS_NAMES
+from segkit.data.palettes import PETS_CLASS_NAMES, TRIMAP_COLORMAP
 
 PETS_DIR = "oxford-iiit-pet"
 PETS_SPLITS = ("trainval", "test")
@@ -58,9 +58,11 @@ OmegaConf.register_new_resolver("pets_num_classes", lambda mode: len(pets_class_
 
 class PetsDataModule(FileDataModule):
     """Pets trimaps: train on the trainval list, validate on `val_split` ("test", the benchmark's
-    held-out list, by default)."""
+    held-out list, by default). `split` may also name "test" directly."""
 
     layout_dirs = (PETS_DIR,)
+    splits = ("train", "val", "test")
+    colormap = TRIMAP_COLORMAP
 
     def __init__(self, mode: str = "trimap", val_split: str = "test", **kwargs) -> None:
         if val_split not in PETS_SPLITS:
@@ -69,7 +71,7 @@ class PetsDataModule(FileDataModule):
         super().__init__(**kwargs)
         self.label_map = pets_label_map(mode, self.ignore_index)
         self.mode = mode
-        self.split_names = {"train": "trainval", "val": val_split}
+        self.split_names = {"train": "trainval", "val": val_split, "test": "test"}
 
     def split_samples(self, split: str) -> list[SampleFiles]:
         return pets_samples(self.root, self.split_names[split])

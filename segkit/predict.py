@@ -1,0 +1,234 @@
+"""python -m segkit.predict ckpt_path=... input=...: class masks and overlays of image files, at each
+image's own size, from a trained checkpoint.
+
+    python -m segkit.predict ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt input=photos/ output=masks/
+    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip sliding_window=true
+
+Writes `<stem>.png`, a palette PNG whose pixel values are class ids (in the dataset's colours), and
+`<stem>_overlay.png`, the image blended with the coloured mask. Images are read as segkit's datasets
+read them (EXIF orientation, grayscale, palette and RGBA to RGB) and normalised as training did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+
+from segkit.checkpoint import load_module
+from segkit.config import CONFIG_DIR
+from segkit.data import SegmentationDataModule
+from segkit.data.io import read_image
+from segkit.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+TTA_MODES = (None, "flip")
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Offsets of windows along one side: every `stride`, the last one flush with the end."""
+    if size <= window:
+        return [0]
+    return [*range(0, size - window, stride), size - window]
+
+
+class Predictor:
+    """A trained module with the preprocessing of its training: H x W x 3 uint8 RGB images in, class
+    probabilities or ids at the image's own size out.
+
+    By default each image is resized to `image_size` (the training size) and the logits are resized back
+    bilinearly. `sliding_window=True` predicts at the image's own scale instead, in windows of
+    `image_size` overlapping by `window_overlap`, averaging the logits where windows overlap (images
+    smaller than a window are padded). `tta="flip"` averages the softmax of the image and of its
+    horizontal mirror.
+    """
+
+    def __init__(
+        self,
+        module: SegmentationModule,
+        data: SegmentationDataModule,
+        image_size: Sequence[int] | None = None,
+        tta: str | None = None,
+        sliding_window: bool = False,
+        window_overlap: float = 0.5,
+        batch_size: int = 8,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        image_size = image_size or data.image_size
+        if image_size is None:
+            raise ValueError(f"{type(data).__name__} has no image_size to predict at; set image_size=[height,width]")
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be [height, width], got {list(image_size)}")
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
+        if not 0 <= window_overlap < 1:
+            raise ValueError(f"window_overlap must be in [0, 1), a fraction of the window, got {window_overlap}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.module = module.eval().to(device)
+        self.device = torch.device(device)
+        self.num_classes = module.hparams.num_classes
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.tta = tta
+        self.sliding_window = sliding_window
+        self.strides = tuple(max(1, round(side * (1 - window_overlap))) for side in self.image_size)
+        self.batch_size = batch_size
+        # The data's own pipelines, so normalisation (and resizing, cv2 bilinear) are those of training.
+        self.resize_and_normalise = data.pipeline([A.Resize(*self.image_size)])
+        self.normalise = data.pipeline([])
+        self.colormap = data.colormap
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path, **options) -> Predictor:
+        """The predictor of a checkpoint, with its training's datamodule (normalisation, palette, image
+        size); `options` are those of `Predictor`."""
+        module = load_module(ckpt_path)
+        # The training's datamodule, built but never set up: no file is read.
+        data = instantiate(module.segkit_config["data"])
+        data.use_normalisation_of(module.net)
+        return cls(module, data, **options)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(images.to(self.device)).float()
+
+    def logits(self, image: np.ndarray) -> torch.Tensor:
+        """C x H x W logits of `image` at its own size (H x W), without test-time augmentation."""
+        height, width = image.shape[:2]
+        if self.sliding_window:
+            return self._sliding_window_logits(self.normalise(image=image)["image"])
+        logits = self._forward(self.resize_and_normalise(image=image)["image"][None])
+        if logits.shape[-2:] != (height, width):
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return logits[0]
+
+    def _sliding_window_logits(self, image: torch.Tensor) -> torch.Tensor:
+        _, height, width = image.shape
+        window_height, window_width = self.image_size
+        # Padding with 0 (the mean colour once normalised), as validation batches are padded.
+        padded = F.pad(image, (0, max(window_width - width, 0), 0, max(window_height - height, 0)))
+        boxes = [(top, left) for top in window_starts(padded.shape[1], window_height, self.strides[0])
+                 for left in window_starts(padded.shape[2], window_width, self.strides[1])]
+        total = torch.zeros(self.num_classes, *padded.shape[1:], device=self.device)
+        covered = torch.zeros(1, *padded.shape[1:], device=self.device)
+        for first in range(0, len(boxes), self.batch_size):
+            batch = boxes[first : first + self.batch_size]
+            windows = torch.stack([padded[:, top : top + window_height, left : left + window_width]
+                                   for top, left in batch])
+            for (top, left), window_logits in zip(batch, self._forward(windows)):
+                total[:, top : top + window_height, left : left + window_width] += window_logits
+                covered[:, top : top + window_height, left : left + window_width] += 1
+        return (total / covered)[:, :height, :width]
+
+    def probabilities(self, image: np.ndarray) -> torch.Tensor:
+        """C x H x W class probabilities of `image`, averaged over the test-time augmentation's views."""
+        probabilities = self.logits(image).softmax(dim=0)
+        if self.tta == "flip":
+            mirrored = self.logits(np.ascontiguousarray(image[:, ::-1])).softmax(dim=0)
+            probabilities = (probabilities + mirrored.flip(-1)) / 2
+        return probabilities
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """H x W uint8 class ids of `image`."""
+        return self.probabilities(image).argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+def list_images(entries: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The image files named by `entries`: a file, a folder (its files with an image suffix, any case,
+    sorted, not its subfolders) or a list of either."""
+    entries = [entries] if isinstance(entries, (str, Path)) else list(entries)
+    if not entries:
+        raise ValueError("input=[] names no images")
+    files: list[Path] = []
+    for entry in map(Path, entries):
+        if entry.is_dir():
+            found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"input={entry}: the folder holds no image files ({' '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f"input={entry}: no such file or folder")
+    return files
+
+
+def output_paths(inputs: Sequence[Path], output: Path, overlays: bool) -> list[tuple[Path, Path | None]]:
+    """Per input, its mask's path and its overlay's (or None); names that would be written twice, or
+    over an input, are an error."""
+    planned = [(output / f"{path.stem}.png", output / f"{path.stem}_overlay.png" if overlays else None)
+               for path in inputs]
+    targets = [target for pair in planned for target in pair if target is not None]
+    clashes = sorted(str(target) for target, count in Counter(targets).items() if count > 1)
+    if clashes:
+        raise ValueError(f"{clashes[0]} would be written for more than one input: inputs with the same file stem "
+                         f"(or a stem ending in _overlay) need separate runs or output folders")
+    overwritten = sorted(str(p) for p in {t.resolve() for t in targets} & {p.resolve() for p in inputs})
+    if overwritten:
+        raise ValueError(f"output={output} would overwrite the input {overwritten[0]}; choose another output folder")
+    return planned
+
+
+def write_mask(mask: np.ndarray, colormap: np.ndarray, path: Path) -> Path:
+    """H x W class ids as a palette PNG: pixel values are the ids, shown in the dataset's colours."""
+    image = Image.fromarray(mask)
+    image.putpalette(colormap.ravel().tolist())  # an 8-bit image with a palette becomes mode "P"
+    image.save(path)
+    return path
+
+
+def write_overlay(image: np.ndarray, mask: np.ndarray, colormap: np.ndarray, alpha: float, path: Path) -> Path:
+    """The image blended with its mask's colours, `alpha` the colours' weight."""
+    blended = image.astype(np.float32) * (1 - alpha) + colormap[mask].astype(np.float32) * alpha
+    Image.fromarray(blended.round().astype(np.uint8)).save(path)
+    return path
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Writes the mask (and overlay) of every image `cfg.input` names into `cfg.output`; returns the
+    files written, in input order."""
+    if not 0 <= cfg.overlay_alpha <= 1:
+        raise ValueError(f"overlay_alpha must be in [0, 1], got {cfg.overlay_alpha}")
+    inputs = list_images(cfg.input)
+    output = Path(cfg.output)
+    planned = output_paths(inputs, output, cfg.overlays)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    predictor = Predictor.from_checkpoint(cfg.ckpt_path, image_size=cfg.image_size, tta=cfg.tta,
+                                          sliding_window=cfg.sliding_window, window_overlap=cfg.window_overlap,
+                                          batch_size=cfg.batch_size, device=device)
+    output.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    start = time.perf_counter()
+    for path, (mask_path, overlay_path) in zip(inputs, planned):
+        image = read_image(path)
+        mask = predictor(image)
+        written.append(write_mask(mask, predictor.colormap, mask_path))
+        if overlay_path is not None:
+            written.append(write_overlay(image, mask, predictor.colormap, cfg.overlay_alpha, overlay_path))
+        log.info("%s: %dx%d -> %s", path, image.shape[0], image.shape[1], mask_path)
+    seconds = time.perf_counter() - start
+    print(f"segkit predict: {len(inputs)} images in {seconds:.1f} s ({seconds / len(inputs):.3f} s per image on "
+          f"{device}), masks{' and overlays' if cfg.overlays else ''} in {output}")
+    return written
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

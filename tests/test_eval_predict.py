@@ -1,0 +1,278 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+
+import segkit.eval
+from segkit.checkpoint import load_module, read_training_config
+from segkit.config import CONFIG_DIR
+from segkit.data import InvalidFileError, ShapesDataModule
+from segkit.data.io import read_image, read_mask_png
+from segkit.data.palettes import TRIMAP_COLORMAP
+from segkit.eval import check_overrides, evaluate, register_checkpoint_data
+from segkit.predict import Predictor, list_images, predict, window_starts
+from segkit.train import train
+
+from .conftest import compose_train
+from .official_layouts import require_shared_pets, write_pets
+
+REPO = Path(__file__).resolve().parent.parent
+WINDOW = (32, 32)  # TINY's data.image_size: the training size every predictor below defaults to
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[DictConfig, dict]:
+    """One TINY training run (dsc_segnet on shapes, 32x32) shared by the tests: its config and metrics."""
+    cfg = compose_train(output_dir=tmp_path_factory.mktemp("train") / "run")
+    return cfg, train(cfg)
+
+
+@pytest.fixture
+def best(trained) -> Path:
+    return Path(trained[1]["best_checkpoint"])
+
+
+def compose_eval(ckpt_path: Path, *overrides: str, output_dir: Path) -> DictConfig:
+    """conf/eval.yaml as `python -m segkit.eval ckpt_path=... <overrides>` composes it."""
+    register_checkpoint_data(ckpt_path)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt_path={ckpt_path}", "trainer.accelerator=cpu",
+                                         "+trainer.enable_progress_bar=false", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def compose_predict(ckpt_path: Path, *overrides: str, output_dir: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("predict", overrides=[f"ckpt_path={ckpt_path}", "device=cpu", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def random_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+
+
+# Checkpoints carry their training config
+
+
+def test_checkpoints_carry_the_resolved_training_config_as_plain_data(trained, best):
+    cfg, metrics = trained
+    expected = OmegaConf.to_container(cfg, resolve=True)
+    for path in (best, Path(metrics["last_checkpoint"])):
+        assert torch.load(path, map_location="cpu", weights_only=True)["segkit_config"] == expected
+    assert read_training_config(best) == expected
+    assert load_module(best).segkit_config == expected
+
+
+def test_a_checkpoint_without_training_config_is_refused_by_name(best, tmp_path):
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    del checkpoint["segkit_config"]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.raises(ValueError, match=f"{old}: the checkpoint carries no training config"):
+        read_training_config(old)
+    with pytest.raises(ValueError, match="carries no training config"):
+        load_module(old)
+    with pytest.raises(FileNotFoundError, match="ckpt_path=.*missing.ckpt: no such checkpoint file"):
+        load_module(tmp_path / "missing.ckpt")
+
+
+# segkit.eval
+
+
+def test_eval_reproduces_the_val_metrics_training_reported(trained, best, tmp_path):
+    _, reported = trained
+    metrics = evaluate(compose_eval(best, output_dir=tmp_path / "eval"))
+
+    assert metrics["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-6)
+    assert metrics["val/acc"] == pytest.approx(reported["val/acc"], abs=1e-6)
+    assert metrics["val/loss"] == pytest.approx(reported["val/loss"], abs=1e-5)
+    assert metrics["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-6)
+    assert metrics["split"] == "val" and metrics["samples"] == 16  # TINY's num_val
+    assert metrics["checkpoint"] == str(best) and metrics["data"] == "ShapesDataModule"
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
+
+
+def test_eval_data_split_train_evaluates_the_training_samples(best, tmp_path):
+    metrics = evaluate(compose_eval(best, "data.split=train", "data.num_train=8", output_dir=tmp_path))
+    assert metrics["split"] == "train" and metrics["samples"] == 8
+    assert set(metrics) >= {"train/miou", "train/acc", "train/loss", "train/iou_per_class"}
+    assert not any(key.startswith(("val/", "test/")) for key in metrics)
+    assert metrics["train/miou"] == pytest.approx(np.mean(list(metrics["train/iou_per_class"].values())))
+
+
+def test_eval_command_line_writes_metrics_json(trained, best, tmp_path):
+    run_dir = tmp_path / "cli-eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "segkit.eval", f"ckpt_path={best}", "data.split=val", "trainer.accelerator=cpu",
+         f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val/miou"] == pytest.approx(trained[1]["val/miou"], abs=1e-6)
+    assert f"val/miou {metrics['val/miou']:.4f}" in result.stdout
+    assert f"metrics: {run_dir / 'metrics.json'}" in result.stdout
+    assert (run_dir / ".hydra" / "overrides.yaml").exists() and (run_dir / "eval.log").exists()
+
+
+def test_eval_refuses_overrides_of_the_model_naming_the_key(monkeypatch):
+    for override, key in (("model=segnet", "'model'"), ("optimizer.lr=0.1", "'optimizer.lr'"),
+                          ("trainer.max_epochs=3", "'trainer.max_epochs'")):
+        monkeypatch.setattr(sys, "argv", ["segkit.eval", "ckpt_path=run/best.ckpt", override])
+        with pytest.raises(SystemExit, match=f"cannot override {key}.*come from the checkpoint"):
+            segkit.eval.main()
+    allowed = ["ckpt_path=run/best.ckpt", "data=pets", "data.split=test", "+data.num_val=4", "~data.mean",
+               "paths.data_dir=/data", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=bf16-mixed",
+               "hydra.run.dir=out", "hydra/job_logging=disabled"]
+    assert check_overrides(allowed) == "run/best.ckpt"
+    with pytest.raises(ValueError, match="ckpt_path=... is required"):
+        check_overrides(["data.split=val"])
+
+
+def test_eval_refuses_data_with_another_number_of_classes(best, tmp_path):
+    cfg = compose_eval(best, "data=voc", f"data.root={tmp_path}", output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"the model predicts 3 classes .* VOCDataModule has 21"):
+        evaluate(cfg)
+
+
+def test_data_split_selects_the_evaluated_split(make_config, tmp_path):
+    write_pets(tmp_path, {"trainval": ["Abyssinian_1", "beagle_2", "pug_4"], "test": ["pug_3"]})
+    sizes = {}
+    for split in ("train", "val", "test"):
+        cfg = make_config("data=pets", f"data.root={tmp_path}", f"data.split={split}", "data.val_split=trainval")
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("test")
+        sizes[split] = len(datamodule.test_set)
+        images, masks = next(iter(datamodule.test_dataloader()))
+        assert images.shape[-2:] == (32, 32) and masks.dtype == torch.int64  # the validation transforms
+    assert sizes == {"train": 3, "val": 3, "test": 1}  # val is the val_split list
+    with pytest.raises(ValueError, match=r"data.split='test' is not a split of ShapesDataModule; .*\['train', 'val'\]"):
+        ShapesDataModule(num_classes=3, split="test")
+
+
+# segkit.predict
+
+
+def test_list_images_takes_files_folders_and_lists(tmp_path):
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    for name in ("b.JPG", "a.png", "notes.txt", "sub/c.jpg"):
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    single = tmp_path / "d.webp"
+    single.write_bytes(b"x")
+    assert list_images(tmp_path / "photos") == [tmp_path / "photos" / "a.png", tmp_path / "photos" / "b.JPG"]
+    assert list_images([str(single), str(tmp_path / "photos")])[0] == single
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="input=.*empty: the folder holds no image files"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="input=.*nowhere.jpg: no such file or folder"):
+        list_images(tmp_path / "nowhere.jpg")
+
+
+def test_predict_writes_palette_masks_and_overlays_at_each_input_size(best, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(random_image(37, 53, seed=1)).save(photos / "a_rgb.jpg")
+    Image.fromarray(random_image(200, 300, seed=2, channels=4)).save(photos / "b_rgba.png")
+    Image.fromarray(random_image(45, 61, seed=3)[..., 0]).save(photos / "c_gray.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 30x40 (H x W), shown rotated by 90 degrees: 40x30
+    Image.fromarray(random_image(30, 40, seed=4)).save(photos / "d_exif.jpg", exif=exif)
+
+    written = predict(compose_predict(best, f"input={photos}", f"output={tmp_path / 'masks'}", output_dir=tmp_path))
+
+    stems = ["a_rgb", "b_rgba", "c_gray", "d_exif"]
+    assert written == [tmp_path / "masks" / f"{stem}{suffix}.png" for stem in stems for suffix in ("", "_overlay")]
+    sizes = {"a_rgb": (37, 53), "b_rgba": (200, 300), "c_gray": (45, 61), "d_exif": (40, 30)}
+    for stem, input_path in zip(stems, sorted(photos.iterdir())):
+        image = read_image(input_path)
+        assert image.shape[:2] == sizes[stem]
+        mask_file = Image.open(tmp_path / "masks" / f"{stem}.png")
+        assert mask_file.mode == "P"
+        assert np.array_equal(np.asarray(mask_file.getpalette(), dtype=np.uint8).reshape(-1, 3)[:3], TRIMAP_COLORMAP)
+        mask = read_mask_png(tmp_path / "masks" / f"{stem}.png")
+        assert mask.shape == sizes[stem] and set(np.unique(mask)) <= {0, 1, 2}
+        overlay = np.asarray(Image.open(tmp_path / "masks" / f"{stem}_overlay.png"))
+        expected = (image * 0.5 + TRIMAP_COLORMAP[mask] * 0.5).round()
+        assert overlay.shape == (*sizes[stem], 3) and np.abs(overlay - expected).max() <= 1
+
+
+def test_predict_refuses_unreadable_files_and_clashing_outputs(best, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(InvalidFileError, match=f"{broken}: cannot decode the image"):
+        predict(compose_predict(best, f"input={broken}", f"output={tmp_path / 'out'}", output_dir=tmp_path))
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for name in ("a.jpg", "a.png"):
+        Image.fromarray(random_image(20, 20)).save(twins / name)
+    with pytest.raises(ValueError, match="a.png would be written for more than one input"):
+        predict(compose_predict(best, f"input={twins}", f"output={tmp_path / 'out'}", output_dir=tmp_path))
+    with pytest.raises(ValueError, match="would overwrite the input .*a.png"):
+        predict(compose_predict(best, f"input={twins / 'a.png'}", f"output={twins}", output_dir=tmp_path))
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(best):
+    plain, tta = Predictor.from_checkpoint(best), Predictor.from_checkpoint(best, tta="flip")
+    image = random_image(40, 56, seed=5)
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    # The network alone does not commute with flipping, so the checks below have something to catch.
+    assert not torch.allclose(plain.probabilities(mirrored), plain.probabilities(image).flip(-1), atol=1e-4)
+    expected = (plain.probabilities(image) + plain.probabilities(mirrored).flip(-1)) / 2
+    torch.testing.assert_close(tta.probabilities(image), expected)
+    torch.testing.assert_close(tta.probabilities(mirrored), tta.probabilities(image).flip(-1))
+    assert tta(image).shape == (40, 56)
+
+
+def test_sliding_window_predicts_at_native_scale(best):
+    plain = Predictor.from_checkpoint(best)
+    sliding = Predictor.from_checkpoint(best, sliding_window=True)
+    assert sliding.image_size == WINDOW
+    # An image of exactly the window: one window, the same logits as plain inference.
+    square = random_image(*WINDOW, seed=6)
+    torch.testing.assert_close(sliding.logits(square), plain.logits(square))
+    # Two windows side by side without overlap: each half predicted on its own.
+    wide = random_image(32, 64, seed=7)
+    side_by_side = Predictor.from_checkpoint(best, sliding_window=True, window_overlap=0.0)
+    halves = torch.cat([plain.logits(np.ascontiguousarray(wide[:, :32])),
+                        plain.logits(np.ascontiguousarray(wide[:, 32:]))], dim=-1)
+    torch.testing.assert_close(side_by_side.logits(wide), halves)
+    # Larger than the window, overlapping windows; smaller than the window, padded.
+    assert window_starts(70, 32, 16) == [0, 16, 32, 38] and window_starts(20, 32, 16) == [0]
+    assert sliding(random_image(50, 70, seed=8)).shape == (50, 70)
+    assert sliding(random_image(20, 24, seed=9)).shape == (20, 24)
+    assert not torch.allclose(sliding.logits(wide), plain.logits(wide))  # native scale, not resized
+
+
+# The real Pets sample
+
+
+def test_real_pets_predict_keeps_each_photos_size_and_eval_reads_its_test_list(best, tmp_path):
+    root = require_shared_pets()
+    images = root / "oxford-iiit-pet" / "images"
+    # A GIF, an RGBA PNG and a photo with an invalid EXIF orientation, all named .jpg.
+    photos = [images / f"Abyssinian_{n}.jpg" for n in (34, 5, 17)]
+    written = predict(compose_predict(best, f"input=[{','.join(map(str, photos))}]", f"output={tmp_path / 'masks'}",
+                                      "overlays=false", "tta=flip", output_dir=tmp_path))
+    assert len(written) == 3
+    for photo, mask_path in zip(photos, written):
+        assert read_mask_png(mask_path).shape == read_image(photo).shape[:2]
+
+    # Shapes has Pets' three trimap classes, so data=pets can replace the checkpoint's data.
+    cfg = compose_eval(best, "data=pets", f"data.root={root}", "data.split=test", "data.num_val=4",
+                       "data.num_workers=0", output_dir=tmp_path / "eval")
+    metrics = evaluate(cfg)
+    assert metrics["data"] == "PetsDataModule" and metrics["split"] == "test" and metrics["samples"] == 4
+    assert 0.0 <= metrics["test/miou"] <= 1.0
+    assert set(metrics["test/iou_per_class"]) == {"object", "background", "border"}  # the model's names
