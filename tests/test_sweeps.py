@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def multirun(tmp_path: Path, *overrides: str, timeout: int = 600) -> tuple[Path, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "segkit.train", "-m", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}"],
