@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import SegmentationDataModule
+from segkit.distributed import end_job
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
 from segkit.summary import summarize
@@ -66,12 +67,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits the configured model and returns the validation metrics of its best checkpoint."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     run = build(cfg)
     trainer = run.trainer
+    # The trainer knows this process's rank (DDP: each process runs train); only rank 0 writes files.
+    if trainer.is_global_zero:
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     image_size = cfg.data.get("image_size")
     efficiency = {"params": count_parameters(run.module.net)}
     if image_size is not None:
@@ -89,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
     finally:
         _close(run.loggers)
+    end_job(trainer)
     per_class = {name: results.pop(f"val/iou_{name}") for name in run.module.class_names}
     metrics = {
         **results,  # val/miou, val/acc, val/loss (and val/micro_iou when configured)
