@@ -115,7 +115,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
         self.environ_before = None
         failed = {rank: code for rank, code in exit_codes.items() if code != 0}
         if failed:
-            raise RuntimeError(f"DDP processes failed (local rank: exit code): {failed}; see their <job>_rank<N>.log")
+            raise RuntimeError(f"DDP processes of this job failed (local rank: exit code): {failed}; errors above")
 
 
 class HydraDDPStrategy(DDPStrategy):

@@ -104,8 +104,8 @@ class SegmentationModule(L.LightningModule):
         metrics.update(logits.argmax(dim=1), masks)
         # sync_dist: under DDP the logged loss is the mean over every process's batches, not rank 0's alone
         # (a no-op in a single process).
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=images.shape[0],
-                 sync_dist=True)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=images.shape[0], sync_dist=True)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from segkit.config import CONFIG_DIR
-from segkit.distributed import CPUSyncBatchNorm, CPUSyncBatchNormPlugin, HydraDDPStrategy, HydraJobLauncher, child_command
+from segkit.distributed import (CPUSyncBatchNorm, CPUSyncBatchNormPlugin, HydraDDPStrategy, HydraJobLauncher,
+                                child_command)
 from segkit.module import SegmentationModule
 from segkit.train import build, train
 
