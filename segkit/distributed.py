@@ -84,8 +84,11 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
 
     def _call_children_scripts(self) -> None:
         self._check_can_spawn_children()
-        self.environ_before = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRON}
         environment = self.cluster_environment
+        first_rank = environment.node_rank() * self.num_processes
+        # Before touching the environment: child_command fails outside a Hydra job.
+        commands = {local_rank: child_command(first_rank + local_rank) for local_rank in range(1, self.num_processes)}
+        self.environ_before = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRON}
         # In the parent too: later launches of this job (validate after fit) see the processes running already.
         os.environ.update(
             MASTER_ADDR=environment.main_address,
@@ -94,8 +97,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
             LOCAL_RANK=str(environment.local_rank()),
             WORLD_SIZE=str(self.num_processes * self.num_nodes),
         )
-        for local_rank in range(1, self.num_processes):
-            command, cwd = child_command(environment.node_rank() * self.num_processes + local_rank)
+        for local_rank, (command, cwd) in commands.items():
             child_environ = {**os.environ, "LOCAL_RANK": str(local_rank)}
             self.procs.append(subprocess.Popen(command, env=child_environ, cwd=cwd))
 
