@@ -105,7 +105,10 @@ class SegmentationModule(L.LightningModule):
         logits = self(images)
         loss = self.criterion(logits, masks)
         metrics.update(logits.argmax(dim=1), masks)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        # sync_dist: under DDP the logged loss is the mean over every process's batches, not rank 0's alone
+        # (a no-op in a single process).
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=images.shape[0], sync_dist=True)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -127,12 +130,14 @@ class SegmentationModule(L.LightningModule):
             values[f"{metrics.prefix}micro_iou"] = micro_iou(confmat, self.micro_iou_classes)
         values.update({f"{metrics.prefix}iou_{name}": iou for name, iou in zip(self.class_names, per_class)})
         miou = values.pop(f"{metrics.prefix}miou")
-        self.log(f"{metrics.prefix}miou", miou, prog_bar=True)
-        self.log_dict(values)
+        # Under DDP torchmetrics has gathered every process's state already, so syncing averages equal values;
+        # it keeps Lightning from warning about unsynced epoch-level logs.
+        self.log(f"{metrics.prefix}miou", miou, prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
         for index, group in enumerate(self.optimizers().param_groups):
-            self.log(f"lr/group{index}", group["lr"], on_epoch=True, on_step=False)
+            self.log(f"lr/group{index}", group["lr"], on_epoch=True, on_step=False, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics(self.train_metrics)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import SegmentationDataModule
+from segkit.distributed import end_job
 from segkit.lr_find import find_lr
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
@@ -86,7 +87,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.lr_find and cfg.get("ckpt_path") is None:
             _apply_lr_finder(cfg, run, output_dir)
-        if trainer.is_global_zero:  # after the LR finder, so config.yaml holds the lr actually used
+        # Only rank 0 writes files (DDP: every process runs train), after the LR finder so that
+        # config.yaml holds the lr actually used.
+        if trainer.is_global_zero:
             (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         for logger in run.loggers:
             logger.log_hyperparams({**to_plain(cfg), **efficiency})
@@ -99,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
     finally:
         close_loggers(run.loggers)
+    end_job(trainer)
     metrics = {
         **split_metrics(results, run.module.class_names, "val"),
         **efficiency,
