@@ -57,6 +57,24 @@ def test_a_run_killed_by_sigterm_resumes_to_the_weights_of_an_uninterrupted_run(
     assert resumed["val/miou"] == uninterrupted["val/miou"]
 
 
+def test_ctrl_c_stops_after_the_batch_and_saves_last_ckpt(tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen([sys.executable, "-m", "segkit.train", *TINY, *RUN, f"hydra.run.dir={run_dir}"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    saved_at_epoch_end = last.stat().st_mtime_ns
+    process.send_signal(signal.SIGINT)
+    log, _ = process.communicate(timeout=300)
+    assert process.returncode == INTERRUPTED_EXIT_CODE, log[-3000:]
+    assert "Ctrl+C: stopping after this batch" in log and f"resume with ckpt_path={last}" in log
+    assert last.stat().st_mtime_ns > saved_at_epoch_end  # saved again on the interrupt
+    assert torch.load(last, weights_only=True)["global_step"] >= 8
+    assert not (run_dir / "metrics.json").exists()
+
+
 def test_resumable_shuffle_is_a_function_of_seed_and_epoch_and_skips_once():
     sampler = ResumableShuffle(10, seed=42)
     epoch0 = list(sampler)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 
+from segkit.config import CONFIG_DIR
 from segkit.sweeps import SUMMARY_FILE
 
 from .conftest import TINY
@@ -85,3 +87,14 @@ def test_every_experiment_runs_in_one_multirun(tmp_path):
     rows = read_summary(sweep_dir)
     assert sorted(row["experiment"] for row in rows) == experiments
     assert all(row["status"] == "done" and 0.0 <= float(row["val/miou"]) <= 1.0 for row in rows)
+
+
+def test_slurm_launcher_config_follows_the_trainer():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
+                                          "trainer.num_nodes=2", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher.partition == "gpu" and launcher.timeout_min == 240
