@@ -96,26 +96,33 @@ class SegmentationModule(L.LightningModule):
         # The resolved config of the training run, a plain dict that `segkit.train.build` sets; checkpoints
         # carry it as "segkit_config", so segkit.eval and segkit.predict know the data and its preprocessing.
         self.segkit_config: dict[str, Any] | None = None
+        # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
+        self.confusion_matrices: dict[str, torch.Tensor] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metrics: MetricCollection) -> torch.Tensor:
+    def _step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metrics: MetricCollection
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's loss and predicted class ids (N x H x W)."""
         images, masks = batch
         logits = self(images)
         loss = self.criterion(logits, masks)
-        metrics.update(logits.argmax(dim=1), masks)
+        predictions = logits.argmax(dim=1)
+        metrics.update(predictions, masks)
         # sync_dist: under DDP the logged loss is the mean over every process's batches, not rank 0's alone
         # (a no-op in a single process).
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=images.shape[0], sync_dist=True)
-        return loss
+        return loss, predictions
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", self.train_metrics)
+        return self._step(batch, "train", self.train_metrics)[0]
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # The predictions reach callbacks' on_validation_batch_end (the dashboard draws some).
+        return self._step(batch, "val", self.val_metrics)[1]
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test", self.test_metrics)
@@ -126,6 +133,7 @@ class SegmentationModule(L.LightningModule):
         metrics.reset()
         per_class = values.pop(f"{metrics.prefix}iou_per_class")
         confmat = values.pop(f"{metrics.prefix}confmat")
+        self.confusion_matrices[metrics.prefix.rstrip("/")] = confmat
         if self.micro_iou_classes:
             values[f"{metrics.prefix}micro_iou"] = micro_iou(confmat, self.micro_iou_classes)
         values.update({f"{metrics.prefix}iou_{name}": iou for name, iou in zip(self.class_names, per_class)})

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.config import CONFIG_DIR, to_plain
+from segkit.dashboard import log_run_summary
 from segkit.data import SegmentationDataModule
 from segkit.distributed import end_job
 from segkit.lr_find import find_lr
@@ -100,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         last_checkpoint = next((str(c.path) for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.path.exists()), None)
         # Report the checkpoint a user will ship, not the last epoch: validate the best one once more.
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
+        log_run_summary(run.loggers, {**results, **efficiency, "best_checkpoint": best_checkpoint})
     finally:
         close_loggers(run.loggers)
     end_job(trainer)

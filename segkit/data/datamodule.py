@@ -144,9 +144,14 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.mean is None:
             self.mean, self.std = net.input_mean, net.input_std
 
+    @property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The mean and std that images are normalised with, on the 0..1 scale (ImageNet's until set)."""
+        return self.mean or IMAGENET_MEAN, self.std or IMAGENET_STD
+
     def pipeline(self, transforms: Sequence[A.BasicTransform]) -> A.Compose:
         """`transforms`, then normalisation and conversion to tensors."""
-        mean, std = self.mean or IMAGENET_MEAN, self.std or IMAGENET_STD
+        mean, std = self.normalisation
         return A.Compose([*transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
 
     def build_split(self, split: str) -> Dataset:

@@ -32,6 +32,8 @@ def voc_colormap(num_colours: int = 256) -> np.ndarray:
 
 
 VOC_COLORMAP = voc_colormap()
+# Ignored pixels (VOC's object borders, padding) are drawn in VOC's border colour in every dataset.
+IGNORE_COLOUR = VOC_COLORMAP[255]
 
 # Pets trimaps and the shapes data (pet or object, background, border) have no official colours: a
 # black background, so overlays leave the scene dark around a bright pet and its white border.
@@ -57,8 +59,17 @@ def voc_colours_to_ids(colour_mask: np.ndarray, ignore_index: int = 255) -> np.n
 
 def voc_ids_to_colours(ids: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     """H x W class ids as an H x W x 3 VOC colour mask; `ignore_index` gets the border colour."""
-    if ids.min(initial=0) < 0 or ids.max(initial=0) > 255:
-        raise ValueError(f"class ids must lie in 0..255, got {ids.min()}..{ids.max()}")
-    lookup = VOC_COLORMAP.copy()
-    lookup[ignore_index] = VOC_COLORMAP[255]
+    return ids_to_colours(ids, VOC_COLORMAP, ignore_index)
+
+
+def ids_to_colours(ids: np.ndarray, colormap: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """H x W class ids as H x W x 3 uint8 colours: class i gets colormap[i], `ignore_index` VOC's border
+    colour (cream)."""
+    lookup = np.zeros((max(len(colormap), ignore_index + 1), 3), dtype=np.uint8)
+    lookup[: len(colormap)] = colormap
+    lookup[ignore_index] = IGNORE_COLOUR
+    valid = (ids >= 0) & ((ids < len(colormap)) | (ids == ignore_index))
+    if not valid.all():
+        raise ValueError(f"class ids must lie in 0..{len(colormap) - 1} or be {ignore_index} (ignored), "
+                         f"got {sorted(set(np.unique(ids[~valid]).tolist()))}")
     return lookup[ids.astype(np.intp)]

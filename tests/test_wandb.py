@@ -1,0 +1,278 @@
+"""The wandb dashboard (`logger=wandb`), read back from the files of offline runs, and the other loggers."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from wandb.proto import wandb_internal_pb2
+
+from segkit.config import CONFIG_DIR
+from segkit.dashboard import RUN_ID_KEY, draw_panel, run_id_in_checkpoint, wandb_logger
+from segkit.data.palettes import IGNORE_COLOUR, TRIMAP_COLORMAP, ids_to_colours
+from segkit.train import train
+
+from .conftest import TINY
+
+REPO = Path(__file__).resolve().parent.parent
+VAL_PIXELS = 16 * 32 * 32  # TINY: 16 validation images of 32 x 32, none ignored
+
+
+@pytest.fixture(autouse=True)
+def wandb_offline(monkeypatch):
+    """No account, no network: runs are written to <run dir>/wandb/offline-run-*."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def read_records(run_file: Path) -> list[wandb_internal_pb2.Record]:
+    """The records of a `run-<id>.wandb` file: a 7-byte header (":W&B", 0xBEE1, version), then LevelDB's
+    log format, 32 KiB blocks of chunks with a 7-byte header (crc32, length, type) each, types 1 (whole
+    record) or 2, 3, 4 (first, middle, last piece of one)."""
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B", f"{run_file} is not a wandb run file"
+    block, header = 32768, 7
+    records, pending, offset = [], b"", header
+    while len(data) - offset >= header:
+        if block - offset % block < header:  # too little room left in a block for a chunk: padding
+            offset += block - offset % block
+            continue
+        length, kind = struct.unpack_from("<HB", data, offset + 4)
+        if offset + header + length > len(data):  # a chunk still being written
+            break
+        pending += data[offset + header : offset + header + length]
+        offset += header + length
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(pending))
+            pending = b""
+    return records
+
+
+def read_finished_records(run_file: Path, timeout_s: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a finished run. `run.finish()` can return while wandb's service process is still
+    writing the file (seen under load: the last history row missing), so wait for the exit record,
+    which comes last."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_records(run_file)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{run_file}: no exit record after {timeout_s} s"
+        time.sleep(0.1)
+
+
+def _items(items) -> dict[str, Any]:
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+class OfflineRun:
+    """What an offline wandb run recorded: its run record, config, history rows, final summary, files."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        records = read_finished_records(next(run_dir.glob("run-*.wandb")))
+        self.run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        self.history = [_items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
+        self.config: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}
+        for record in records:
+            if record.WhichOneof("record_type") == "config":
+                self.config.update(_items(record.config.update))
+            if record.WhichOneof("record_type") == "summary":
+                self.summary.update(_items(record.summary.update))
+
+    def rows_with(self, key: str) -> list[dict[str, Any]]:
+        return [row for row in self.history if any(k == key or k.startswith(f"{key}/") for k in row)]
+
+    def media(self, row: dict[str, Any], key: str) -> Path:
+        return self.dir / "files" / row[f"{key}/path"]
+
+
+def offline_runs(output_dir: Path) -> list[OfflineRun]:
+    return [OfflineRun(path) for path in sorted((output_dir / "wandb").glob("offline-run-*"))]
+
+
+def test_offline_run_records_metrics_panel_confusion_matrix_iou_table_and_summary(make_config):
+    cfg = make_config("logger=wandb", "trainer.max_epochs=2", "callbacks.wandb_dashboard.num_images=3")
+    metrics = train(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    [run] = offline_runs(output_dir)
+    assert run.dir.name.endswith(run.run.run_id)
+    assert run.run.run_group == ""  # single runs are not grouped
+
+    # Two validation epochs, then the best checkpoint validated again: its numbers come last.
+    miou_rows = run.rows_with("val/miou")
+    assert len(miou_rows) == 3
+    assert miou_rows[-1]["val/miou"] == pytest.approx(metrics["val/miou"])
+
+    # The panel: 3 rows (input | truth | prediction) of 32 x 32 images, the same images every epoch.
+    panel_rows = run.rows_with("val/examples")
+    assert len(panel_rows) == 3
+    panels = [np.asarray(Image.open(run.media(row, "val/examples")).convert("RGB")) for row in panel_rows]
+    assert all(panel.shape == (3 * 32, 3 * 32, 3) for panel in panels)
+    assert all(np.array_equal(panel[:, :64], panels[0][:, :64]) for panel in panels)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    for index in range(3):
+        image, mask = datamodule.val_set[index]
+        truth = panels[0][32 * index : 32 * (index + 1), 32:64]
+        assert np.array_equal(truth, ids_to_colours(mask.numpy(), TRIMAP_COLORMAP))
+        shown = panels[0][32 * index : 32 * (index + 1), :32].astype(float)
+        source = (image.permute(1, 2, 0).numpy() * 0.25 + 0.5) * 255  # shapes' mean 0.5, std 0.25
+        assert np.abs(shown - source).max() <= 1.0
+
+    # Confusion matrix and IoU table of the best checkpoint: every validation pixel once, and the
+    # IoUs of metrics.json, which the confusion matrix reproduces.
+    final = panel_rows[-1]
+    confusion = json.loads(run.media(final, "val/confusion_matrix_table").read_text())
+    assert confusion["columns"] == ["Actual", "Predicted", "nPredictions"]
+    names = list(metrics["val/iou_per_class"])
+    counts = np.zeros((3, 3))
+    for actual, predicted, pixels in confusion["data"]:
+        counts[names.index(actual), names.index(predicted)] = pixels
+    assert counts.sum() == VAL_PIXELS
+    iou_from_counts = counts.diagonal() / (counts.sum(0) + counts.sum(1) - counts.diagonal())
+    assert iou_from_counts == pytest.approx(list(metrics["val/iou_per_class"].values()), abs=1e-6)
+
+    chart = run.config["_wandb/visualize/val/confusion_matrix"]["panel_config"]
+    assert chart["panelDefId"] == "wandb/confusion_matrix/v1"
+
+    iou_table = json.loads(run.media(final, "val/iou_table").read_text())
+    assert iou_table["columns"] == ["class", "iou", "pixels"]
+    assert [row[0] for row in iou_table["data"]] == names
+    assert [row[1] for row in iou_table["data"]] == pytest.approx(list(metrics["val/iou_per_class"].values()))
+    assert [row[2] for row in iou_table["data"]] == counts.sum(1).tolist()
+
+    # The resolved config with size and cost; the run table's numbers (summary) as in metrics.json.
+    assert run.config["model"]["name"] == "dsc_segnet" and run.config["data"]["num_val"] == 16
+    assert (run.config["params"], run.config["macs"]) == (1_752_356, metrics["macs"])
+    assert {key: run.summary[key] for key in ("params", "macs", "best_checkpoint")} == {
+        "params": 1_752_356, "macs": metrics["macs"], "best_checkpoint": metrics["best_checkpoint"]}
+    assert metrics["macs"] > 0
+    assert run.summary["val/miou"] == pytest.approx(metrics["val/miou"])
+    assert run.summary["val/iou_border"] == pytest.approx(metrics["val/iou_per_class"]["border"])
+
+    # Every checkpoint names its wandb run, for resuming.
+    for checkpoint in (metrics["best_checkpoint"], metrics["last_checkpoint"]):
+        assert run_id_in_checkpoint(checkpoint) == run.run.run_id
+
+
+def test_resumed_training_continues_the_same_wandb_run(make_config, tmp_path):
+    first = make_config("logger=wandb", "callbacks.wandb_dashboard.num_images=1")
+    train(first)
+    [first_run] = offline_runs(Path(first.paths.output_dir))
+
+    resumed = make_config("logger=wandb", "callbacks.wandb_dashboard.num_images=1", "trainer.max_epochs=2",
+                          f"ckpt_path={first.paths.output_dir}/checkpoints/last.ckpt")
+    with open_dict(resumed):
+        resumed.paths.output_dir = str(tmp_path / "resumed")
+    metrics = train(resumed)
+    [resumed_run] = offline_runs(tmp_path / "resumed")
+    assert resumed_run.run.run_id == first_run.run.run_id
+    assert resumed_run.dir.name.endswith(first_run.run.run_id)
+    # It trained the second epoch only: validation after epoch 1, then the best checkpoint again.
+    assert [row["epoch"] for row in resumed_run.rows_with("val/miou")] == [1, 2]
+    assert metrics["epochs"] == 2
+
+
+SWEEP = "2026-11-21_12-00-00"
+
+
+@pytest.mark.parametrize(
+    ("mode", "given", "group", "name"),
+    [
+        ("RUN", {}, "", None),  # no group; the name is wandb's (chosen by its server, so none offline)
+        ("MULTIRUN", {}, SWEEP, "logger=wandb,optimizer.lr=0.003"),
+        ("MULTIRUN", {"group": "lr-search", "name": "lr-3e-3"}, "lr-search", "lr-3e-3"),
+    ],
+    ids=["single-run", "multirun", "multirun-given"],
+)
+def test_wandb_logger_groups_a_multiruns_jobs_by_sweep_and_names_them_by_their_overrides(
+    mode, given, group, name, monkeypatch, tmp_path
+):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["logger=wandb", "optimizer.lr=0.003"], return_hydra_config=True)
+    cfg.hydra.mode = mode
+    cfg.hydra.sweep.dir = str(tmp_path / "multiruns" / SWEEP)
+    hydra_config = HydraConfig.instance()
+    monkeypatch.setattr(hydra_config, "cfg", hydra_config.cfg)  # as it was, after the test
+    hydra_config.set_config(cfg)
+
+    run = wandb_logger(project="segkit", save_dir=str(tmp_path), **given).experiment
+    try:
+        assert (run.group, run.name) == (group, name)
+    finally:
+        run.finish()
+
+
+@pytest.mark.slow
+def test_multirun_groups_its_runs_by_sweep_and_names_them_by_their_overrides(tmp_path):
+    """The same through `python -m segkit.train -m`, with Hydra's own sweep and job overrides."""
+    sweep_dir = tmp_path / "sweep-lr"
+    # PYTHONPATH: this checkout's segkit, whichever one the virtual environment has installed.
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    env.pop("WANDB_API_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "segkit.train", "-m", *TINY, "data.num_train=8", "data.num_val=8", "logger=wandb",
+         "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [offline_runs(sweep_dir / job)[0] for job in ("0", "1")]
+    assert [run.run.run_group for run in runs] == ["sweep-lr", "sweep-lr"]
+    assert runs[0].run.run_id != runs[1].run.run_id
+    assert "optimizer.lr=0.001" in runs[0].run.display_name and "optimizer.lr=0.002" in runs[1].run.display_name
+
+
+def test_tensorboard_logger_records_the_metrics_and_the_dashboard_stays_idle(make_config):
+    cfg = make_config("logger=tensorboard", "+callbacks.wandb_dashboard._target_=segkit.dashboard.WandbDashboard")
+    metrics = train(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    events = EventAccumulator(str(output_dir / "tensorboard"))
+    events.Reload()
+    assert {"val/miou", "val/iou_border", "train/loss_step"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("val/miou")[-1].value == pytest.approx(metrics["val/miou"])
+    assert not (output_dir / "wandb").exists()
+    assert run_id_in_checkpoint(metrics["last_checkpoint"]) is None
+
+
+def test_panel_rows_are_denormalised_input_truth_and_prediction_in_the_colormap():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.1)
+    colours = torch.tensor([[[10, 200], [255, 0]], [[20, 30], [40, 50]], [[0, 0], [90, 255]]], dtype=torch.float32)
+    images = ((colours / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
+    masks = torch.tensor([[[0, 1], [2, 255]]])
+    predictions = torch.tensor([[[2, 2], [1, 0]]])
+    panel = draw_panel(images.repeat(2, 1, 1, 1), masks.repeat(2, 1, 1), predictions.repeat(2, 1, 1), mean, std,
+                       TRIMAP_COLORMAP, 255)
+    assert panel.shape == (4, 6, 3) and panel.dtype == np.uint8
+    assert np.array_equal(panel[:2, :2], colours.permute(1, 2, 0).numpy().astype(np.uint8))
+    pet, background, border = TRIMAP_COLORMAP
+    assert np.array_equal(panel[:2, 2:4], [[pet, background], [border, IGNORE_COLOUR]])
+    assert np.array_equal(panel[:2, 4:], [[border, border], [background, pet]])
+    assert np.array_equal(panel[2:], panel[:2])
+
+
+def test_class_ids_outside_the_colormap_are_an_error():
+    with pytest.raises(ValueError, match=r"class ids must lie in 0\.\.2 or be 255 \(ignored\), got \[3, 7\]"):
+        ids_to_colours(np.array([[0, 3], [7, 255]]), TRIMAP_COLORMAP)
+
+
+def test_run_id_of_a_checkpoint(tmp_path):
+    torch.save({"state_dict": {}, RUN_ID_KEY: "abc123"}, tmp_path / "wandb.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    assert run_id_in_checkpoint(tmp_path / "wandb.ckpt") == "abc123"
+    assert run_id_in_checkpoint(tmp_path / "plain.ckpt") is None
+    assert run_id_in_checkpoint("last") is None  # Lightning's name for a run's latest checkpoint
