@@ -136,7 +136,8 @@ def test_ddp_multirun_gives_each_job_one_folder(tmp_path):
     run_train(["-m", *DDP, "model=dsc_segnet", "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
 
     assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
-    assert sorted(p.name for p in sweep_dir.iterdir()) == ["0", "1", "multirun.yaml"]
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["0", "1", "multirun.yaml", "multirun_summary.csv"]
+    assert len((sweep_dir / "multirun_summary.csv").read_text().splitlines()) == 3  # header and one row per job
     for job, lr in (("0", 0.001), ("1", 0.002)):
         job_dir = sweep_dir / job
         assert files_below(job_dir) == run_files(job_dir)
