@@ -66,7 +66,8 @@ def main(overrides: list[str]) -> None:
     parts = training_parts(row_config(cfg, cfg.model.name, "default", device), device)
     rates = []
     for _ in range(cfg.bench.repeats):
-        rates.append(train_images_per_s(parts.module.net, parts.module.criterion, parts.optimizer, parts.loader,
+        optimizer = parts.module.configure_optimizers()["optimizer"]  # the optimizer config, completed
+        rates.append(train_images_per_s(parts.module.net, parts.module.criterion, optimizer, parts.loader,
                                         cfg.bench.warmup, parts.device, parts.autocast_dtype))
     print(f"plain loop: {cfg.model.name} {statistics.median(rates):.2f} training images/s "
           f"(batch {cfg.bench.batch_size}, {'x'.join(map(str, cfg.bench.image_size))}, {parts.device}, "

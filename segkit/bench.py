@@ -90,11 +90,9 @@ EXPECTED_WARNINGS = (
 
 @dataclass
 class TrainingParts:
-    """What one row trains: the module, the plain loop's optimizer (from the same config), the
-    synthetic batches' loader and where and how it runs."""
+    """What one row trains: the module, the synthetic batches' loader and where and how it runs."""
 
     module: SegmentationModule
-    optimizer: torch.optim.Optimizer
     loader: DataLoader
     device: torch.device
     autocast_dtype: torch.dtype | None
@@ -171,13 +169,12 @@ class PeakMemory:
         self.mib: float | None = None
 
     def __enter__(self) -> PeakMemory:
-        gc.collect()
+        _release_memory()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline = torch.cuda.memory_allocated(self.device)
         else:
-            _return_freed_heap()
             self.baseline = _proc_status_bytes("VmRSS")
             _reset_peak_rss()
         return self
@@ -206,6 +203,13 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (Linux >= 4.0)
     except OSError:
         pass
+
+
+def _release_memory() -> None:
+    """Frees the last run's optimizer state (a Trainer's reference cycles hold it) and returns it to the
+    system, so that the peak is that of one run, not of every run's freed memory."""
+    gc.collect()
+    _return_freed_heap()
 
 
 def _return_freed_heap() -> None:
@@ -298,7 +302,7 @@ def training_parts(row: DictConfig, device: torch.device | None = None) -> Train
     module = build(row).module.to(device)
     loader = synthetic_loader(row.bench.batch_size, list(row.bench.image_size), row.data.num_classes,
                               row.bench.warmup + row.bench.steps, device, module.memory_format, row.seed or 0)
-    return TrainingParts(module, module.configure_optimizers()["optimizer"], loader, device, dtype)
+    return TrainingParts(module, loader, device, dtype)
 
 
 def segkit_images_per_s(row: DictConfig, parts: TrainingParts) -> float:
@@ -350,10 +354,14 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
         parts = training_parts(row, device)
         plain_rates, segkit_rates = [], []
         for _ in range(settings.repeats):  # alternated, so drift of a busy machine hits both alike
+            # A new optimizer per run, as each Trainer.fit makes one: equal work, and one optimizer
+            # state in memory at a time.
             plain_rates.append(plain_loop.train_images_per_s(
-                parts.module.net, parts.module.criterion, parts.optimizer, parts.loader, settings.warmup,
-                device, parts.autocast_dtype))
+                parts.module.net, parts.module.criterion, parts.module.configure_optimizers()["optimizer"],
+                parts.loader, settings.warmup, device, parts.autocast_dtype))
+            _release_memory()
             segkit_rates.append(segkit_images_per_s(row, parts))
+            _release_memory()
         inference_rate, latency_ms = inference_speed(parts, settings.warmup, settings.steps, settings.repeats)
     train_rate = statistics.median(segkit_rates)
     result = {

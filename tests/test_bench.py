@@ -115,7 +115,9 @@ def test_plain_loop_and_trainer_take_the_same_steps_on_the_same_tensors(bench_cf
     first_images, first_masks = plain.loader.dataset.batches[0]
     plain_first_loss = plain.module.criterion(copy.deepcopy(plain.module.net)(first_images), first_masks)
 
-    plain_loop.train_images_per_s(plain.module.net, plain.module.criterion, plain.optimizer, plain.loader,
+    optimizer = plain.module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    plain_loop.train_images_per_s(plain.module.net, plain.module.criterion, optimizer, plain.loader,
                                   row.bench.warmup, CPU)
 
     class FirstLoss(L.Callback):
