@@ -67,7 +67,7 @@ SYNTHETIC_BATCHES = 2
 # trainer.precision -> the autocast dtype the plain loop uses to match it.
 AUTOCAST_DTYPES = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}
 
-# Dense (no sparsity) peak tensor TFLOP/s from NVIDIA's data sheets: (bf16, tf32, fp32). Matched in this
+# Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (bf16 and TF32 tensor cores, FP32). Matched in this
 # order against torch.cuda.get_device_name(), so the more specific names come first.
 PEAK_TFLOPS = {
     "H100 PCIe": (756.0, 378.0, 51.2),
