@@ -62,6 +62,8 @@ def main(overrides: list[str]) -> None:
     from segkit.bench import bench_config, resolve_device, row_config, training_parts
 
     cfg = bench_config(overrides)
+    if cfg.bench.threads:
+        torch.set_num_threads(cfg.bench.threads)
     device = resolve_device(cfg.bench.device)
     parts = training_parts(row_config(cfg, cfg.model.name, "default", device), device)
     rates = []

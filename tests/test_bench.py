@@ -213,3 +213,11 @@ def test_command_line_benches_the_chosen_model_and_prints_the_table(tmp_path):
     assert [row["model"] for row in written["rows"]] == ["dsc_segnet"]
     assert "| dsc_segnet | default |" in result.stdout and "segkit/plain training images/s: lowest" in result.stdout
     assert (run_dir / "bench.md").read_text().strip() in result.stdout
+
+
+def test_plain_loop_script_prints_the_median_of_its_repeats(capsys, one_thread):
+    plain_loop.main([*TINY_BENCH, "model=dsc_segnet"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("plain loop: dsc_segnet ") and "(batch 2, 32x32, cpu, median of 2: " in line
+    rates = [float(rate) for rate in line.split("median of 2: ")[1].rstrip(")").split(", ")]
+    assert float(line.split()[3]) == pytest.approx(statistics.median(rates), abs=0.01)
