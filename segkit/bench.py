@@ -252,6 +252,11 @@ def peak_tflops(gpu_name: str, precision: str) -> float | None:
     return None
 
 
+def flop_utilisation(macs: int, images_per_s: float, peak: float, forward_passes: int) -> float:
+    """Achieved FLOP/s over the card's peak TFLOP/s: 2 FLOPs per MAC, `forward_passes` per image."""
+    return forward_passes * 2 * macs * images_per_s / (peak * 1e12)
+
+
 def autocast_dtype(precision: Any) -> torch.dtype | None:
     precision = str(precision)
     if precision not in AUTOCAST_DTYPES:
@@ -333,6 +338,7 @@ def inference_speed(parts: TrainingParts, warmup: int, steps: int, repeats: int)
         single = images[:1]
         for _ in range(warmup):
             module(single)
+        plain_loop.synchronize(parts.device)
         for _ in range(steps * repeats):
             start = time.perf_counter()
             module(single)
@@ -384,6 +390,7 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
         "latency_ms_batch1": latency_ms,
         "peak_memory_mib": memory.mib,
         "peak_memory_kind": memory.kind,
+        "peak_tflops": None,
         "train_mfu": None,
         "inference_mfu": None,
     }
@@ -391,9 +398,8 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
         peak = peak_tflops(torch.cuda.get_device_name(device), result["precision"])
         if peak is not None:
             # Training costs about 3 forward passes (forward, then backward for inputs and for weights).
-            result["train_mfu"] = 3 * 2 * macs * train_rate / (peak * 1e12)
-            result["inference_mfu"] = 2 * macs * inference_rate / (peak * 1e12)
-        result["peak_tflops"] = peak
+            result.update(peak_tflops=peak, train_mfu=flop_utilisation(macs, train_rate, peak, forward_passes=3),
+                          inference_mfu=flop_utilisation(macs, inference_rate, peak, forward_passes=1))
     return result
 
 

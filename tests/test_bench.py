@@ -15,6 +15,7 @@ from segkit.bench import (
     StepTimer,
     bench,
     bench_config,
+    flop_utilisation,
     model_names,
     peak_tflops,
     plain_loop,
@@ -46,7 +47,7 @@ ROW_FIELDS = {
     "model", "option", "option_keys", "image_size", "batch_size", "precision", "channels_last", "params", "macs",
     "train_images_per_s", "plain_train_images_per_s", "overhead_ratio", "train_images_per_s_repeats",
     "plain_train_images_per_s_repeats", "inference_images_per_s", "latency_ms_batch1", "peak_memory_mib",
-    "peak_memory_kind", "train_mfu", "inference_mfu",
+    "peak_memory_kind", "peak_tflops", "train_mfu", "inference_mfu",
 }
 
 
@@ -91,7 +92,7 @@ def test_tiny_bench_writes_every_field_the_table_and_consistent_figures(bench_cf
     assert result["overhead_ratio_min"] == row["overhead_ratio"]
     assert row["inference_images_per_s"] > 0 and row["latency_ms_batch1"] > 0
     assert row["peak_memory_kind"] == "rss_peak" and row["peak_memory_mib"] > 0
-    assert row["train_mfu"] is None and row["inference_mfu"] is None  # no GPU
+    assert row["peak_tflops"] is None and row["train_mfu"] is None and row["inference_mfu"] is None  # no GPU
 
     loader = result["loader"]
     assert loader["data"] == "ShapesDataModule" and loader["batch_size"] == 2 and loader["images_per_s"] > 0
@@ -182,6 +183,13 @@ def test_peak_tflops_by_card_name_and_precision(monkeypatch):
     assert peak_tflops("Tesla T4", "bf16-mixed") is None
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert peak_tflops("NVIDIA H200", "32-true") == 66.9
+
+
+def test_flop_utilisation_of_the_reference_setup():
+    # segnet_vgg16bn at 320x320: 62.64 GMACs per image; 100 training images/s on an H100 SXM in bf16:
+    # 3 passes x 2 FLOPs x 62.64e9 x 100 / 989.4e12 = 3.80%.
+    assert flop_utilisation(62_640_000_000, 100.0, 989.4, forward_passes=3) == pytest.approx(0.03799, abs=1e-5)
+    assert flop_utilisation(62_640_000_000, 300.0, 989.4, forward_passes=1) == pytest.approx(0.03799, abs=1e-5)
 
 
 def test_compile_option_compiles_the_network_in_place_keeping_parameter_names(bench_cfg):
