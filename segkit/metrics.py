@@ -46,8 +46,8 @@ class ConfusionMatrix(Metric):
 
     def compute(self) -> torch.Tensor:
         if self.invalid > 0:
-            raise ValueError(f"{int(self.invalid)} pixels have a true label outside the classes 0..{self.num_classes - 1} "
-                             f"that is not ignore_index={self.ignore_index}")
+            raise ValueError(f"{int(self.invalid)} pixels have a true label outside the classes "
+                             f"0..{self.num_classes - 1} that is not ignore_index={self.ignore_index}")
         return self.confmat
 
 
