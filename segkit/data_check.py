@@ -13,8 +13,6 @@ from __future__ import annotations
 import gc
 import json
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from segkit.bench import loader_images_per_s, plain_loop, synthetic_loader
 from segkit.config import CONFIG_DIR
 from segkit.data.files import FileDataModule, SegmentationFiles
 from segkit.data.io import DataError
@@ -102,50 +101,26 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _endless(loader: DataLoader) -> Iterator[Any]:
-    """Batches of epoch after epoch (a small split has fewer batches than a measurement needs)."""
-    while True:
-        yield from loader
-
-
 def measure_throughput(cfg: DictConfig, batches: int = 20, warmup: int = 3) -> dict[str, float]:
     """Images per second of the train loader alone (real files, real augmentations, the configured
-    workers) and of the model's training steps (forward, loss, backward, optimizer step) on a batch
-    of the same size, in this process: loading starves training when the first is below the second."""
+    workers) and of the model's training steps (forward, loss, backward, optimizer step, in the plain
+    loop of benchmarks/plain_loop.py) on batches of the same size, in this process: loading starves
+    training when the first is below the second."""
     run = build(cfg)  # the training build: same data pipeline, model, optimizer and normalisation
     run.datamodule.setup("fit")
-    dataloader = run.datamodule.train_dataloader()
-    loader = _endless(dataloader)
-    for _ in range(warmup):  # worker start-up is not throughput
-        batch = next(loader)
-    start, images = time.perf_counter(), 0
-    for _ in range(batches):
-        images += len(next(loader)[0])
-    loader_rate = images / (time.perf_counter() - start)
-    # Stop the workers, which would otherwise keep prefetching beside the training steps.
-    loader.close()
-    del loader, dataloader
-    gc.collect()
+    loader_rate = loader_images_per_s(run.datamodule.train_dataloader(), batches, warmup)
+    gc.collect()  # the loader's workers end with it, before training is timed beside them
 
-    module = run.module.train()
-    optimizer = module.configure_optimizers()["optimizer"]
-    inputs, masks = batch
-
-    def step() -> None:
-        loss = module.criterion(module(inputs), masks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(warmup):
-        step()
+    module = run.module
     steps = max(3, batches // 4)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    train_rate = steps * len(inputs) / (time.perf_counter() - start)
-    return {"loader_images_per_s": loader_rate, "train_images_per_s": train_rate, "batch_size": len(inputs),
-            "num_workers": run.datamodule.num_workers, "torch_threads": torch.get_num_threads()}
+    device = torch.device("cpu")
+    training_batches = synthetic_loader(run.datamodule.batch_size, list(cfg.data.image_size), cfg.data.num_classes,
+                                        warmup + steps, device, module.memory_format)
+    train_rate = plain_loop.train_images_per_s(module.net, module.criterion, module.configure_optimizers()["optimizer"],
+                                               training_batches, warmup, device)
+    return {"loader_images_per_s": loader_rate, "train_images_per_s": train_rate,
+            "batch_size": run.datamodule.batch_size, "num_workers": run.datamodule.num_workers,
+            "torch_threads": torch.get_num_threads()}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="data_check")

@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
+from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
 
 # A Hydra config with `_target_` and `_partial_: true`, or a callable taking what it completes.
@@ -28,17 +28,16 @@ def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollectio
     """Dataset-level metrics: one confusion matrix over every pixel seen, `ignore_index` pixels dropped.
 
     mIoU is the macro mean of per-class IoU over the whole set, the number papers report (not a mean
-    of per-image IoUs). The metrics share one confusion matrix (rows truth, columns prediction)
-    through compute groups.
+    of per-image IoUs). The metrics share one confusion matrix (rows truth, columns prediction), updated
+    once per batch (`segkit.metrics`).
     """
-    return MetricCollection(
-        {
-            "confmat": MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index),
-            "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
-            "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
-            "iou_per_class": MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index),
-        }
-    )
+    metrics = {
+        "confmat": ConfusionMatrix(num_classes, ignore_index),
+        "miou": MeanIoU(num_classes, ignore_index),
+        "acc": PixelAccuracy(num_classes, ignore_index),
+        "iou_per_class": IoUPerClass(num_classes, ignore_index),
+    }
+    return MetricCollection(metrics, compute_groups=[list(metrics)])
 
 
 def micro_iou(confmat: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:

@@ -111,3 +111,14 @@ def test_augmentations_are_reproducible_for_a_seed_and_differ_across_seeds():
 def test_num_classes_that_disagrees_with_the_dataset_names_both():
     with pytest.raises(ValueError, match=r"data.num_classes=4 disagrees with ShapesDataModule.*3 classes"):
         ShapesDataModule(num_classes=4)
+
+
+def test_loader_workers_persist_across_epochs_unless_switched_off(make_config):
+    def train_loader(*overrides):
+        datamodule = instantiate(make_config(*overrides).data)
+        datamodule.setup("fit")
+        return datamodule.train_dataloader()
+
+    assert train_loader("data.num_workers=1").persistent_workers is True  # the configs' default
+    assert train_loader("data.num_workers=1", "data.persistent_workers=false").persistent_workers is False
+    assert train_loader("data.num_workers=0").persistent_workers is False  # no workers to keep

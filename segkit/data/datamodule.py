@@ -102,6 +102,7 @@ class SegmentationDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = True,
         ignore_index: int = 255,
         train_transforms: Sequence[A.BasicTransform] = (),
         val_transforms: Sequence[A.BasicTransform] = (),
@@ -125,6 +126,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        # Keep the loader's workers between epochs rather than starting them again for each one.
+        self.persistent_workers = persistent_workers
         self.ignore_index = ignore_index
         self.train_transforms = list(train_transforms)
         self.val_transforms = list(val_transforms)
@@ -179,7 +182,7 @@ class SegmentationDataModule(L.LightningDataModule):
             collate_fn=collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=training and len(dataset) > self.batch_size,
         )
 

@@ -11,13 +11,20 @@ from segkit.models.encoders import ENCODERS, Encoder, get_encoder
 from segkit.models.segnet import SegNet
 
 
-def build_model(num_classes: int, encoder: Mapping[str, Any], name: str = "segnet", **segnet_args: Any) -> SegNet:
+def build_model(num_classes: int, encoder: Mapping[str, Any], name: str = "segnet", compile: bool = False,
+                **segnet_args: Any) -> SegNet:
     """A SegNet with the registered encoder `encoder["name"]`, built with the rest of `encoder` as its
-    arguments; `segnet_args` go to `SegNet` (`upsample`, `input_norm`, ...). `name` labels the model."""
+    arguments; `segnet_args` go to `SegNet` (`upsample`, `input_norm`, ...). `name` labels the model.
+
+    `compile=True` compiles the network's forward with `torch.compile` in place (`nn.Module.compile`):
+    parameter names and checkpoints stay those of the plain network; the first call compiles."""
     encoder_args = dict(encoder)
     if "name" not in encoder_args:
         raise ValueError(f"model.encoder needs a name; valid names: {', '.join(sorted(ENCODERS))}")
-    return SegNet(get_encoder(encoder_args.pop("name"), **encoder_args), num_classes, name=name, **segnet_args)
+    net = SegNet(get_encoder(encoder_args.pop("name"), **encoder_args), num_classes, name=name, **segnet_args)
+    if compile:
+        net.compile()
+    return net
 
 
 def without_pretrained_weights(model_config: Mapping[str, Any]) -> dict[str, Any]:

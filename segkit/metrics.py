@@ -1,0 +1,83 @@
+"""Segmentation metrics over one dataset-level confusion matrix (rows truth, columns prediction).
+
+Every metric here holds the same state, so a `MetricCollection` of them updates one matrix per batch
+(a compute group). The update is one pass over the pixels: torchmetrics' multiclass metrics validate
+their inputs with `torch.unique` and drop ignored pixels by boolean indexing (copies): about 7x the
+time of this update, and 5.5% of `segnet_mobilenetv2`'s training step at 64x64, batch 8, on 2 CPU
+cores (README, "Benchmarks"). The readers already check that mask values are classes or `ignore_index`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+
+class ConfusionMatrix(Metric):
+    """Pixel counts per (true class, predicted class); pixels whose truth is `ignore_index` are not
+    counted. A truth value that is neither a class nor `ignore_index` makes `compute` raise."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("invalid", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """`preds`: predicted class ids (the argmax of the logits), `target`: true ids, same shape."""
+        if preds.shape != target.shape:
+            raise ValueError(f"preds {list(preds.shape)} and target {list(target.shape)} must have the same shape")
+        cells = self.num_classes**2
+        # Bin 0: ignored pixels; 1..cells: the matrix, row-major; cells + 1: truth outside the classes.
+        bins = torch.where(target == self.ignore_index, 0, target.long() * self.num_classes + preds.long() + 1)
+        bins = bins.clamp_(0, cells + 1).flatten()
+        if bins.is_cuda:  # CUDA's bincount reads its maximum back to the host: a sync every step
+            counts = torch.zeros(cells + 2, dtype=torch.long, device=bins.device)
+            counts.index_add_(0, bins, torch.ones_like(bins))
+        else:
+            counts = torch.bincount(bins, minlength=cells + 2)
+        self.confmat += counts[1 : cells + 1].view(self.num_classes, self.num_classes)
+        self.invalid += counts[cells + 1]
+
+    def compute(self) -> torch.Tensor:
+        if self.invalid > 0:
+            raise ValueError(f"{int(self.invalid)} pixels have a true label outside the classes "
+                             f"0..{self.num_classes - 1} that is not ignore_index={self.ignore_index}")
+        return self.confmat
+
+
+def iou_per_class(confmat: torch.Tensor) -> torch.Tensor:
+    """Per class: true positives over the union of truth and prediction (0 for a class seen in neither)."""
+    true_positives = confmat.diag().float()
+    unions = confmat.sum(dim=0) + confmat.sum(dim=1) - true_positives
+    return true_positives / unions.clamp(min=1)
+
+
+class IoUPerClass(ConfusionMatrix):
+    def compute(self) -> torch.Tensor:
+        return iou_per_class(super().compute())
+
+
+class MeanIoU(ConfusionMatrix):
+    """Macro mean of the per-class IoU over the classes present in truth or prediction (as torchmetrics'
+    `MulticlassJaccardIndex(average="macro")`); a class equal to `ignore_index` is left out."""
+
+    def compute(self) -> torch.Tensor:
+        confmat = super().compute()
+        present = (confmat.sum(dim=0) + confmat.sum(dim=1)) > 0
+        if 0 <= self.ignore_index < self.num_classes:
+            present[self.ignore_index] = False
+        return iou_per_class(confmat)[present].mean()
+
+
+class PixelAccuracy(ConfusionMatrix):
+    """Correct pixels over counted pixels."""
+
+    def compute(self) -> torch.Tensor:
+        confmat = super().compute()
+        return confmat.diag().sum() / confmat.sum().clamp(min=1)
