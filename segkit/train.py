@@ -22,6 +22,7 @@ from segkit.data import SegmentationDataModule
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
 from segkit.summary import summarize
+from segkit.validate import validate
 
 
 @dataclass
@@ -64,6 +65,7 @@ def build(cfg: DictConfig) -> Run:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits the configured model and returns the validation metrics of its best checkpoint."""
+    validate(cfg)  # a bad name or value fails here, before anything is built
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -80,13 +82,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         for logger in run.loggers:
             logger.log_hyperparams({**to_plain(cfg), **efficiency})
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         # Read the paths before validating: loading a checkpoint restores the callback's older state.
         checkpoint = trainer.checkpoint_callback
         best_checkpoint = (checkpoint.best_model_path or None) if checkpoint else None
         last_checkpoint = (checkpoint.last_model_path or None) if checkpoint else None
         # Report the checkpoint a user will ship, not the last epoch: validate the best one once more.
-        results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
+        results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False,
+                                   weights_only=True)[0]
     finally:
         _close(run.loggers)
     per_class = {name: results.pop(f"val/iou_{name}") for name in run.module.class_names}
@@ -97,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
+        "skipped_samples": run.datamodule.skipped,  # bad files passed over with data.on_bad_sample=skip
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:
@@ -117,10 +121,13 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_p
     per_class = ", ".join(f"{name} {iou:.3f}" for name, iou in metrics["val/iou_per_class"].items())
     micro = f"   val/micro_iou {metrics['val/micro_iou']:.4f}" if "val/micro_iou" in metrics else ""
     macs = f", {metrics['macs'] / 1e9:.2f} GMACs at {'x'.join(map(str, metrics['macs_image_size']))}" if "macs" in metrics else ""
+    skipped = metrics["skipped_samples"]
+    skipped_lines = [f"  skipped {sum(skipped.values())} bad samples {skipped}: see the warnings in the log"]
     return "\n".join(
         [
             f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
             f"  val/miou {metrics['val/miou']:.4f}   val/acc {metrics['val/acc']:.4f}{micro}   IoU: {per_class}",
+            *(skipped_lines if any(skipped.values()) else []),
             f"  best checkpoint: {metrics['best_checkpoint']}",
             f"  metrics: {metrics_path}",
         ]

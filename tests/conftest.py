@@ -28,16 +28,21 @@ TINY = [
 ]
 
 
+def compose_train(output_dir: Path, *overrides: str, tiny: bool = True) -> DictConfig:
+    """conf/train.yaml composed as `python -m segkit.train <overrides>` would, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*(TINY if tiny else []), *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Composes conf/train.yaml as `python -m segkit.train <overrides>` would, writing into tmp_path."""
+    """Composes conf/train.yaml as `python -m segkit.train <overrides>` would, writing into tmp_path/run."""
 
     def _make(*overrides: str, tiny: bool = True) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*(TINY if tiny else []), *overrides])
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-        return cfg
+        return compose_train(tmp_path / "run", *overrides, tiny=tiny)
 
     return _make
 

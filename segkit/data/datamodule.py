@@ -7,7 +7,8 @@ after that (augmentation, normalisation, tensors) happens here, once, through al
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import albumentations as A
 import lightning as L
@@ -115,6 +116,16 @@ class SegmentationDataModule(L.LightningDataModule):
         self.val_collate = PadCollate(size_divisor, ignore_index)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    @classmethod
+    def config_class_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The classes of the datamodule that `config` (its data config) builds, known before building it."""
+        return cls.class_names
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Bad samples skipped so far per split; only file datasets with on_bad_sample=skip have any."""
+        return {}
 
     def pipeline(self, transforms: Sequence[A.BasicTransform]) -> A.Compose:
         """`transforms`, then normalisation and conversion to tensors."""
