@@ -38,12 +38,12 @@ def validate(cfg: DictConfig) -> None:
     """Raises a `ConfigError` for the first problem found in `cfg`: an unknown `_target_` anywhere (with
     close names), the data (class count, batch size, workers, root), the model (encoder, class count,
     image size it can take) and the optimizer (learning rate); a `ckpt_path` must fit the model."""
-    targets = dict(_targets(cfg))
-    for key, target in targets.items():
-        _locate_target(key, target, transform=key.startswith(tuple(f"data.{k}[" for k in TRANSFORM_KEYS)))
+    transform_keys = tuple(f"data.{key}[" for key in TRANSFORM_KEYS)
+    located = {key: _locate_target(key, target, transform=key.startswith(transform_keys))
+               for key, target in _targets(cfg)}
     data = cfg.get("data")
     if data is not None:
-        _check_data(data, _locate(targets["data._target_"]) if "data._target_" in targets else None)
+        _check_data(data, located.get("data._target_"))
     if cfg.get("model") is not None:
         _check_model(cfg.model, data)
     if cfg.get("optimizer") is not None:
