@@ -72,17 +72,20 @@ def test_save_that_fails_midway_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 
 KILLED_WHILE_SAVING = """
-import os, signal, sys, torch
+import io, os, signal, sys, torch
 from segkit.checkpoints import AtomicCheckpointIO
-from tests.test_checkpoints import checkpoint, half_written
+
+real_save = torch.save
 
 def killed_halfway(obj, file):
-    half_written(obj, file)
+    buffer = io.BytesIO()
+    real_save(obj, buffer)
+    file.write(buffer.getvalue()[: buffer.tell() // 2])
     file.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
 torch.save = killed_halfway
-AtomicCheckpointIO().save_checkpoint(checkpoint(1), sys.argv[1])
+AtomicCheckpointIO().save_checkpoint({"epoch": 1, "state_dict": {"weight": torch.ones(1000)}}, sys.argv[1])
 """
 
 

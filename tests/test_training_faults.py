@@ -18,20 +18,19 @@ from .conftest import compose_train
 BAD_STEP = 6
 
 
-@pytest.mark.parametrize("bad_value", [math.nan, math.inf])
-def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(make_config, monkeypatch, bad_value):
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(make_config, monkeypatch):
     training_step = SegmentationModule.training_step
     seen = {}
 
     def poisoned(module, batch, batch_idx):
         loss = training_step(module, batch, batch_idx)
         seen["module"] = module
-        return loss * bad_value if module.global_step == BAD_STEP else loss
+        return loss * math.nan if module.global_step == BAD_STEP else loss
 
     monkeypatch.setattr(SegmentationModule, "training_step", poisoned)
-    cfg = make_config("trainer.max_epochs=3")
+    cfg = make_config("trainer.max_epochs=2")
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    expected = (rf"the training loss is {bad_value} at global step {BAD_STEP} \(epoch 1, batch 2\); training stopped "
+    expected = (rf"the training loss is nan at global step {BAD_STEP} \(epoch 1, batch 2\); training stopped "
                 rf"before the weights were updated with it\. The last good checkpoint is {last}: resume from it "
                 rf"with ckpt_path={last}\. Usual causes: a learning rate too high")
     with pytest.raises(NonFiniteLossError, match=expected):
@@ -44,10 +43,10 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(ma
     assert SegmentationModule.load_from_checkpoint(last, weights_only=True).hparams.num_classes == 3
 
 
-def test_non_finite_loss_before_any_checkpoint_says_so(make_config, monkeypatch):
+def test_infinite_loss_before_any_checkpoint_says_so(make_config, monkeypatch):
     monkeypatch.setattr(SegmentationModule, "training_step",
-                        lambda module, batch, batch_idx: torch.tensor(math.nan, requires_grad=True))
-    expected = r"loss is nan at global step 0 \(epoch 0, batch 0\).*No checkpoint was saved before it"
+                        lambda module, batch, batch_idx: torch.tensor(math.inf, requires_grad=True))
+    expected = r"loss is inf at global step 0 \(epoch 0, batch 0\).*No checkpoint was saved before it"
     with pytest.raises(NonFiniteLossError, match=expected):
         train(make_config())
 
