@@ -29,6 +29,7 @@ from segkit.models import count_parameters
 from segkit.module import SegmentationModule
 from segkit.resume import INTERRUPTED_EXIT_CODE, LastCheckpoint
 from segkit.summary import summarize
+from segkit.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def build(cfg: DictConfig) -> Run:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits the configured model and returns the validation metrics of its best checkpoint."""
+    validate(cfg)  # a bad name or value fails here, before anything is built
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -94,13 +96,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         for logger in run.loggers:
             logger.log_hyperparams({**to_plain(cfg), **efficiency})
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         # Read the paths before validating: loading a checkpoint restores the callback's older state.
         checkpoint = trainer.checkpoint_callback
         best_checkpoint = (checkpoint.best_model_path or None) if checkpoint else None
         last_checkpoint = next((str(c.path) for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.path.exists()), None)
         # Report the checkpoint a user will ship, not the last epoch: validate the best one once more.
-        results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False)[0]
+        results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False,
+                                   weights_only=True)[0]
         log_run_summary(run.loggers, {**results, **efficiency, "best_checkpoint": best_checkpoint})
     finally:
         close_loggers(run.loggers)
@@ -111,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
+        "skipped_samples": run.datamodule.skipped,  # bad files passed over with data.on_bad_sample=skip
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:
@@ -160,10 +164,13 @@ def close_loggers(loggers: list[Logger]) -> None:
 
 def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_path: Path) -> str:
     macs = f", {metrics['macs'] / 1e9:.2f} GMACs at {'x'.join(map(str, metrics['macs_image_size']))}" if "macs" in metrics else ""
+    skipped = metrics["skipped_samples"]
+    skipped_lines = [f"  skipped {sum(skipped.values())} bad samples {skipped}: see the warnings in the log"]
     return "\n".join(
         [
             f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
             f"  {format_metrics(metrics, 'val')}",
+            *(skipped_lines if any(skipped.values()) else []),
             f"  best checkpoint: {metrics['best_checkpoint']}",
             f"  metrics: {metrics_path}",
         ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import albumentations as A
 import lightning as L
@@ -151,6 +152,16 @@ class SegmentationDataModule(L.LightningDataModule):
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The mean and std that images are normalised with, on the 0..1 scale (ImageNet's until set)."""
         return self.mean or IMAGENET_MEAN, self.std or IMAGENET_STD
+
+    @classmethod
+    def config_class_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The classes of the datamodule that `config` (its data config) builds, known before building it."""
+        return cls.class_names
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Bad samples skipped so far per split; only file datasets with on_bad_sample=skip have any."""
+        return {}
 
     def pipeline(self, transforms: Sequence[A.BasicTransform]) -> A.Compose:
         """`transforms`, then normalisation and conversion to tensors."""

@@ -10,7 +10,9 @@ the border ignored as the dataset's authors intend ("not classified").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -72,6 +74,10 @@ class PetsDataModule(FileDataModule):
         self.label_map = pets_label_map(mode, self.ignore_index)
         self.mode = mode
         self.split_names = {"train": "trainval", "val": val_split, "test": "test"}
+
+    @classmethod
+    def config_class_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        return pets_class_names(config.get("mode", "trimap"))
 
     def split_samples(self, split: str) -> list[SampleFiles]:
         return pets_samples(self.root, self.split_names[split])

@@ -68,6 +68,14 @@ def pretrained_state_dict(weights: WeightsEnum) -> dict[str, torch.Tensor]:
             f"not be downloaded from {weights.url} ({error.reason}). Download that file into {path.parent}, "
             "or train from scratch with model.encoder.weights=null"
         ) from error
+    except RuntimeError as error:
+        if "invalid hash value" not in str(error):
+            raise
+        raise WeightsUnavailableError(
+            f"pretrained weights {type(weights).__name__}.{weights.name}: the file downloaded from {weights.url} "
+            f"is not the published one ({error}; the hash is in its name) and was not kept. Retry, download it by "
+            f"hand into {path.parent}, or train from scratch with model.encoder.weights=null"
+        ) from error
 
 
 def resolve_weights(encoder_name: str, weights: str | None, conv: str, width: float) -> str | None:

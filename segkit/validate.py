@@ -1,0 +1,184 @@
+"""Checks a composed config before anything is built, so that a wrong name or value fails in a second
+with the key, the value and what was expected, not minutes into a run.
+
+    validate(cfg)   # segkit.train calls it first; any entry point can (groups a config lacks are skipped)
+
+Unknown options of a group (`model=foo`, `data=foo`) are Hydra's to report: it lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import torch
+from hydra._internal.utils import _locate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segkit.checkpoints import CheckpointError, check_checkpoint_matches
+from segkit.config import CONFIG_DIR, to_plain
+from segkit.data import FileDataModule, SegmentationDataModule
+from segkit.data.files import check_on_bad_sample
+from segkit.models import ENCODERS, without_pretrained_weights
+
+TRANSFORM_KEYS = ("train_transforms", "val_transforms")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and what was expected."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raises a `ConfigError` for the first problem found in `cfg`: an unknown `_target_` anywhere (with
+    close names), the data (class count, batch size, workers, root), the model (encoder, class count,
+    image size it can take) and the optimizer (learning rate); a `ckpt_path` must fit the model."""
+    transform_keys = tuple(f"data.{key}[" for key in TRANSFORM_KEYS)
+    located = {key: _locate_target(key, target, transform=key.startswith(transform_keys))
+               for key, target in _targets(cfg)}
+    data = cfg.get("data")
+    if data is not None:
+        _check_data(data, located.get("data._target_"))
+    if cfg.get("model") is not None:
+        _check_model(cfg.model, data)
+    if cfg.get("optimizer") is not None:
+        for key in ("lr", "encoder_lr_factor"):
+            if key in cfg.optimizer:
+                _require_positive(f"optimizer.{key}", cfg.optimizer[key])
+    if cfg.get("ckpt_path"):
+        model = to_plain(cfg.model) if cfg.get("model") is not None else None
+        try:
+            check_checkpoint_matches(cfg.ckpt_path, model, data.num_classes if data is not None else None)
+        except CheckpointError as error:
+            raise ConfigError(f"ckpt_path={error}") from error  # its message starts with the path
+
+
+def _targets(cfg: DictConfig) -> Iterator[tuple[str, str]]:
+    """(key, value) of every `_target_` in `cfg`, keys written as on the command line."""
+
+    def walk(node: Any, path: str) -> Iterator[tuple[str, str]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from walk(value, f"{path}[{index}]")
+        elif path.endswith("._target_") or path == "_target_":
+            yield path, OmegaConf.select(cfg, path)  # resolved, in case it is an interpolation
+
+    # Unresolved: keys such as paths.output_dir resolve only inside a Hydra run.
+    yield from walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def _transform_names() -> list[str]:
+    return sorted(name for name, value in vars(A).items()
+                  if isinstance(value, type) and issubclass(value, A.BasicTransform) and not name.startswith("_"))
+
+
+def _locate_target(key: str, target: Any, transform: bool) -> Any:
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{key}={target!r}: expected the dotted import path of a class or function")
+    try:
+        found = _locate(target)
+    except ImportError as error:
+        module, _, name = target.rpartition(".")
+        candidates = _transform_names() if transform else _public_names(module)
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+        if close:
+            hint = f"close names: {', '.join(f'{module}.{c}' for c in close)}"
+        elif transform:
+            hint = f"albumentations transforms: {', '.join(candidates)}"
+        else:
+            hint = " ".join(str(error).split())
+        raise ConfigError(f"{key}={target}: cannot be imported; {hint}") from None
+    if transform and not (isinstance(found, type) and issubclass(found, A.BasicTransform)):
+        raise ConfigError(f"{key}={target}: expected an albumentations transform (a subclass of A.BasicTransform)")
+    return found
+
+
+def _public_names(module: str) -> list[str]:
+    try:
+        return [name for name in dir(_locate(module)) if not name.startswith("_")] if module else []
+    except ImportError:
+        return []
+
+
+def _group_options(group: str) -> str:
+    return ", ".join(sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml")))
+
+
+def _check_data(data: DictConfig, datamodule: Any) -> None:
+    if datamodule is not None and not (isinstance(datamodule, type) and issubclass(datamodule, SegmentationDataModule)):
+        raise ConfigError(
+            f"data._target_={data._target_}: expected a SegmentationDataModule; choose data=<one of "
+            f"{_group_options('data')}>, or subclass segkit.data.SegmentationDataModule"
+        )
+    if "on_bad_sample" in data:
+        _reraise_as_config_error(check_on_bad_sample, data.on_bad_sample)
+    if datamodule is not None:
+        class_names = _reraise_as_config_error(datamodule.config_class_names, data)
+        if data.get("num_classes") != len(class_names):
+            raise ConfigError(
+                f"data.num_classes={data.get('num_classes')}: {datamodule.__name__} has {len(class_names)} classes "
+                f"{list(class_names)}; expected data.num_classes={len(class_names)} (or leave it at its default)"
+            )
+    _require_int("data.batch_size", data.get("batch_size", 1), minimum=1)
+    _require_int("data.num_workers", data.get("num_workers", 0), minimum=0)
+    if data.get("image_size") is not None:
+        size = data.image_size
+        if len(size) != 2 or not all(isinstance(side, int) and side >= 1 for side in size):
+            raise ConfigError(f"data.image_size={list(size)}: expected [height, width], two positive integers")
+    if isinstance(datamodule, type) and issubclass(datamodule, FileDataModule) and not data.get("download"):
+        root = Path(data.root).expanduser()
+        if not root.is_dir():
+            raise ConfigError(
+                f"data.root={data.root}: folder not found ({root.resolve()}); expected the folder that holds the "
+                f"dataset in its official layout (README, Data), or data.download=true to fetch it there"
+            )
+
+
+def _check_model(model: DictConfig, data: DictConfig | None) -> None:
+    encoder = model.get("encoder")
+    if isinstance(encoder, Mapping) and encoder.get("name") not in ENCODERS:
+        raise ConfigError(f"model.encoder.name={encoder.get('name')}: unknown encoder; valid names: "
+                          f"{', '.join(sorted(ENCODERS))} (or choose model=<one of {_group_options('model')}>)")
+    if data is not None and model.get("num_classes", data.num_classes) != data.num_classes:
+        raise ConfigError(f"model.num_classes={model.num_classes}: expected data.num_classes={data.num_classes}, "
+                          "the number of classes of the data (the default model.num_classes follows it)")
+    # Built on the meta device: no memory, no weights, a few milliseconds; the model's own checks run.
+    with torch.device("meta"):
+        try:
+            net = instantiate(without_pretrained_weights(to_plain(model)))
+        except InstantiationException as error:
+            cause = error.__cause__ or error
+            raise ConfigError(f"model={model.get('name')} cannot be built from its config: {cause}") from None
+    min_size = getattr(net, "min_size", 1)
+    if data is not None and data.get("image_size") is not None and min(data.image_size) < min_size:
+        raise ConfigError(
+            f"data.image_size={list(data.image_size)}: too small for {model.get('name')}, whose "
+            f"{min_size.bit_length() - 1} downsamplings need at least {min_size} x {min_size} pixels; expected "
+            f"data.image_size of at least [{min_size},{min_size}]"
+        )
+
+
+def _reraise_as_config_error(check: Any, *args: Any) -> Any:
+    # The data code's own checks already name the key and the valid values.
+    try:
+        return check(*args)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _require_int(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value}: expected an integer >= {minimum}")
+
+
+def _require_positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+        raise ConfigError(f"{key}={value}: expected a number > 0")

@@ -1,0 +1,229 @@
+"""Checkpoints: atomic saves (a crash or a full disk mid-save keeps the previous file), loads that never run
+code from the file, clear errors for a checkpoint of another model or class count, and hash-checked
+downloads of pretrained weights."""
+
+import email.message
+import errno
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import VGG16_BN_Weights
+
+from segkit.checkpoints import AtomicCheckpointIO, CheckpointError, check_checkpoint_matches, read_checkpoint
+from segkit.config import to_plain
+from segkit.models.encoders.base import WeightsUnavailableError, pretrained_state_dict
+from segkit.module import SegmentationModule
+from segkit.train import train
+from segkit.validate import ConfigError
+
+from .conftest import compose_train
+
+REPO = Path(__file__).resolve().parent.parent
+# Taken before the autouse `offline` fixture replaces it, to run torchvision's real download path
+# against a fake server.
+REAL_DOWNLOAD = torch.hub.download_url_to_file
+REAL_SAVE = torch.save
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """The folder of a one-epoch TINY dsc_segnet run on shapes (3 classes)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(compose_train(output_dir=run_dir))
+    return run_dir
+
+
+def checkpoint(epoch: int) -> dict:
+    return {"epoch": epoch, "state_dict": {"weight": torch.full((1000,), float(epoch))}}
+
+
+def half_written(obj, file) -> None:
+    """Writes the first half of what torch.save would write."""
+    buffer = io.BytesIO()
+    REAL_SAVE(obj, buffer)
+    file.write(buffer.getvalue()[: buffer.tell() // 2])
+
+
+# Atomic saves
+
+
+def test_save_that_fails_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
+    before = path.read_bytes()
+
+    def crash_halfway(obj, file):
+        half_written(obj, file)
+        raise RuntimeError("crashed while saving")
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(RuntimeError, match="crashed while saving"):
+        AtomicCheckpointIO().save_checkpoint(checkpoint(1), path)
+    assert path.read_bytes() == before
+    assert read_checkpoint(path)["epoch"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no stray temporary file
+
+
+KILLED_WHILE_SAVING = """
+import io, os, signal, sys, torch
+from segkit.checkpoints import AtomicCheckpointIO
+
+real_save = torch.save
+
+def killed_halfway(obj, file):
+    buffer = io.BytesIO()
+    real_save(obj, buffer)
+    file.write(buffer.getvalue()[: buffer.tell() // 2])
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = killed_halfway
+AtomicCheckpointIO().save_checkpoint({"epoch": 1, "state_dict": {"weight": torch.ones(1000)}}, sys.argv[1])
+"""
+
+
+def test_process_killed_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
+    before = path.read_bytes()
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(path)], cwd=REPO, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before and read_checkpoint(path)["epoch"] == 0
+    # The kill left its half-written temporary file; the next save replaces it and the checkpoint.
+    assert (tmp_path / "last.ckpt.tmp").stat().st_size < len(before)
+    AtomicCheckpointIO().save_checkpoint(checkpoint(2), path)
+    assert read_checkpoint(path)["epoch"] == 2 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_disk_full_names_the_path_and_free_space_and_keeps_the_previous(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
+    before = path.read_bytes()
+
+    def disk_full(obj, file):
+        half_written(obj, file)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    expected = rf"no space left on the device while saving checkpoint {path}: [0-9.]+ MiB free in {tmp_path}\."
+    with pytest.raises(OSError, match=expected) as raised:
+        AtomicCheckpointIO().save_checkpoint(checkpoint(1), path)
+    assert raised.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_disk_full_during_training_stops_the_run_and_keeps_the_last_checkpoint(make_config, monkeypatch):
+    cfg = make_config("trainer.max_epochs=2")
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+
+    def disk_full_after_the_first_epoch(obj, file, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch", 0) >= 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        REAL_SAVE(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_after_the_first_epoch)
+    with pytest.raises(OSError, match=rf"no space left on the device while saving checkpoint {checkpoints}/\S+\.ckpt"):
+        train(cfg)
+    last = read_checkpoint(checkpoints / "last.ckpt")
+    assert last["epoch"] == 0 and last["global_step"] == 4  # TINY: 32 images in batches of 8
+    assert not list(checkpoints.glob("*.tmp"))
+
+
+# Safe loading
+
+
+class RunsCode:
+    """Unpickles into a call of os.mkdir: what a crafted checkpoint can do under weights_only=False."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, make_config):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 3}, "payload": RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match=rf"{path}: refusing to load: .* GLOBAL \S*mkdir"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        AtomicCheckpointIO().load_checkpoint(path)  # how the trainer loads ckpt_path
+    with pytest.raises(ConfigError, match=rf"ckpt_path={path}: refusing to load"):
+        train(make_config(f"ckpt_path={path}"))
+    with pytest.raises(pickle.UnpicklingError):
+        SegmentationModule.load_from_checkpoint(path, weights_only=True)
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_names_the_file(trained_run, tmp_path):
+    whole = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+    path = tmp_path / "truncated.ckpt"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match=rf"{path}: not a readable PyTorch checkpoint, truncated or corrupt"):
+        read_checkpoint(path)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=rf"{path}: not a readable PyTorch checkpoint"):
+        read_checkpoint(path)
+
+
+def test_checkpoint_of_another_model_fails_naming_both(trained_run, make_config):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    expected = (rf"ckpt_path={last}: the checkpoint holds dsc_segnet with 3 classes, but the config asks for segnet "
+                r"with 3 classes; they differ in model.encoder.conv \(checkpoint 'dsc', config 'standard'\)\. ")
+    cfg = make_config("model=segnet", f"ckpt_path={last}")
+    with pytest.raises(ConfigError, match=expected):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_checkpoint_of_another_class_count_fails_naming_both(trained_run, make_config):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    model = to_plain(make_config().model)
+    expected = (rf"{last}: the checkpoint holds dsc_segnet with 3 classes, but the config asks for dsc_segnet with 2 "
+                r"classes; they differ in data.num_classes \(checkpoint 3, config 2\)\.")
+    with pytest.raises(CheckpointError, match=expected):
+        check_checkpoint_matches(last, {**model, "num_classes": 2}, num_classes=2)
+    assert check_checkpoint_matches(last, model, num_classes=3)["net"]["name"] == "dsc_segnet"
+
+
+def test_matching_checkpoint_resumes_with_weights_only_loading(trained_run, make_config, monkeypatch):
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
+    metrics = train(make_config("trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"))
+    assert metrics["epochs"] == 2
+    assert loads and all(weights_only is True for weights_only in loads)
+
+
+# Pretrained weights
+
+
+class FakeDownload(io.BytesIO):
+    """What urlopen returns: a readable body with headers."""
+
+    def info(self) -> email.message.Message:
+        return email.message.Message()
+
+
+def test_downloaded_weights_with_a_wrong_hash_are_rejected_and_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", REAL_DOWNLOAD)
+    requested = []
+    monkeypatch.setattr(torch.hub, "urlopen", lambda request: requested.append(request.full_url)
+                        or FakeDownload(b"not the published weights"))
+    weights = VGG16_BN_Weights.IMAGENET1K_V1
+    expected = (rf"VGG16_BN_Weights.IMAGENET1K_V1: the file downloaded from {weights.url} is not the published one "
+                r"\(invalid hash value \(expected \"6c64b313\", got \"[0-9a-f]+\"\).*was not kept")
+    with pytest.raises(WeightsUnavailableError, match=expected):
+        pretrained_state_dict(weights)
+    assert requested == [weights.url]
+    assert not list((tmp_path / "hub" / "checkpoints").iterdir())

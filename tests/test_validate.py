@@ -1,0 +1,128 @@
+"""Bad configs fail when composed, before anything is built, naming the key, the value and what was expected."""
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+
+from segkit.config import CONFIG_DIR
+from segkit.train import train
+from segkit.validate import ConfigError, validate
+
+from .conftest import TINY
+
+REPO = Path(__file__).resolve().parent.parent
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / group).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_shipped_option_passes(make_config, tmp_path, group, option):
+    # File datasets need their root to exist; an empty folder is enough for the config check.
+    validate(make_config(f"{group}={option}", f"paths.data_dir={tmp_path}"))
+
+
+@pytest.mark.parametrize("group", ["model", "data", "optimizer", "scheduler"])
+def test_unknown_group_option_lists_the_valid_ones(group):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(MissingConfigException) as raised:
+            compose("train", overrides=[f"{group}=nonexistent"])
+    message = str(raised.value)
+    assert f"Could not find '{group}/nonexistent'" in message and f"Available options in '{group}'" in message
+    assert all(path.stem in message for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+BAD_CONFIGS = {
+    "unknown encoder": (["model.encoder.name=resnet"],
+                        r"model.encoder.name=resnet: unknown encoder; valid names: mobilenetv2, vgg \(or choose "
+                        r"model=<one of dsc_segnet, segnet, segnet_mobilenetv2, segnet_vgg16bn>\)"),
+    "misspelt datamodule": (["data._target_=segkit.data.PetDataModule"],
+                            r"data._target_=segkit.data.PetDataModule: cannot be imported; close names: "
+                            r"segkit.data.PetsDataModule, "),
+    "not a datamodule": (["data._target_=torch.nn.Identity"],
+                         r"data._target_=torch.nn.Identity: expected a SegmentationDataModule; choose data=<one of "
+                         r"pets, sbd, shapes, voc, voc_aug>"),
+    "misspelt optimizer": (["optimizer._target_=torch.optim.Adamm"],
+                           r"optimizer._target_=torch.optim.Adamm: cannot be imported; close names: "
+                           r"torch.optim.Adam, "),
+    "misspelt scheduler": (["scheduler._target_=torch.optim.lr_scheduler.CosineAnealingLR"],
+                           r"close names: torch.optim.lr_scheduler.CosineAnnealingLR"),
+    "misspelt transform": (["data.train_transforms.0._target_=albumentations.HorizontalFlp"],
+                           r"data.train_transforms\[0\]._target_=albumentations.HorizontalFlp: cannot be imported; "
+                           r"close names: albumentations.HorizontalFlip$"),
+    "unknown transform": (["data.val_transforms=[{_target_: albumentations.Flop}]"],
+                          r"data.val_transforms\[0\]._target_=albumentations.Flop: cannot be imported; albumentations "
+                          r"transforms: .*HorizontalFlip, .*RandomCrop, .*VerticalFlip"),
+    "not a transform": (["data.train_transforms.1._target_=torch.nn.Identity"],
+                        r"data.train_transforms\[1\]._target_=torch.nn.Identity: expected an albumentations transform"),
+    "class count": (["data.num_classes=4"],
+                    r"data.num_classes=4: ShapesDataModule has 3 classes \['object', 'background', 'border'\]; "
+                    r"expected data.num_classes=3"),
+    "model class count": (["model.num_classes=5"], r"model.num_classes=5: expected data.num_classes=3"),
+    "image too small": (["data.image_size=[8,8]"],
+                        r"data.image_size=\[8, 8\]: too small for dsc_segnet, whose 4 downsamplings need at least "
+                        r"16 x 16 pixels; expected data.image_size of at least \[16,16\]"),
+    "image too small for vgg16": (["model=segnet_vgg16bn", "data.image_size=[24,40]"],
+                                  r"data.image_size=\[24, 40\]: too small for segnet_vgg16bn, whose 5 downsamplings "
+                                  r"need at least 32 x 32"),
+    "image size shape": (["data.image_size=[32]"], r"data.image_size=\[32\]: expected \[height, width\]"),
+    "negative lr": (["optimizer.lr=-0.001"], r"optimizer.lr=-0.001: expected a number > 0"),
+    "zero lr": (["optimizer=sgd", "optimizer.lr=0"], r"optimizer.lr=0: expected a number > 0"),
+    "lr factor": (["optimizer.encoder_lr_factor=0"], r"optimizer.encoder_lr_factor=0: expected a number > 0"),
+    "batch size": (["data.batch_size=0"], r"data.batch_size=0: expected an integer >= 1"),
+    "negative batch size": (["data.batch_size=-8"], r"data.batch_size=-8: expected an integer >= 1"),
+    "workers": (["data.num_workers=-1"], r"data.num_workers=-1: expected an integer >= 0"),
+    "upsample mode": (["model.upsample=nearest"],
+                      r"model=dsc_segnet cannot be built from its config: upsample='nearest' is not an upsampling "
+                      r"mode; expected one of \['unpool', 'bilinear'\]"),
+    "encoder argument": (["+model.encoder.depth=3"], r"unexpected keyword argument 'depth'"),
+    "pets mode": (["data=pets", "data.mode=quad"], r"data.mode must be one of \['trimap', 'binary'\], got 'quad'"),
+    "pets class count": (["data=pets", "data.num_classes=2"],
+                         r"data.num_classes=2: PetsDataModule has 3 classes \['pet', 'background', 'border'\]"),
+    "bad-sample policy": (["data=pets", "data.on_bad_sample=ignore"],
+                          r"data.on_bad_sample must be one of \('error', 'skip'\), got 'ignore'"),
+}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_bad_value_names_key_value_and_expectation(make_config, tmp_path, overrides, expected):
+    cfg = make_config(f"paths.data_dir={tmp_path}", *overrides)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=expected):
+        validate(cfg)
+    assert time.perf_counter() - started < 2.0  # a check, not a run
+
+
+def test_missing_data_root_names_it_unless_downloading(make_config, tmp_path):
+    missing = tmp_path / "datasets"
+    cfg = make_config("data=pets", f"data.root={missing}")
+    with pytest.raises(ConfigError, match=rf"data.root={missing}: folder not found .*or data.download=true"):
+        validate(cfg)
+    validate(make_config("data=pets", f"data.root={missing}", "data.download=true"))
+
+
+def test_missing_checkpoint_names_the_key(make_config, tmp_path):
+    with pytest.raises(ConfigError, match=rf"ckpt_path={tmp_path}/gone.ckpt: checkpoint not found"):
+        validate(make_config(f"ckpt_path={tmp_path}/gone.ckpt"))
+
+
+def test_train_rejects_a_bad_config_before_building_or_writing_anything(make_config):
+    cfg = make_config("optimizer.lr=-1")
+    with pytest.raises(ConfigError, match=r"optimizer.lr=-1: expected a number > 0"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_command_line_reports_the_config_error_and_exits_1(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "segkit.train", *TINY, "data.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert re.search(r"ConfigError: data.batch_size=0: expected an integer >= 1", result.stderr), result.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
