@@ -558,6 +558,8 @@ def bench_config(overrides: list[str]) -> DictConfig:
     """conf/bench.yaml with command-line style overrides, composed outside a Hydra run (no run directory)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("bench", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(Path.cwd())  # no Hydra run folder to resolve; nothing is written there
     _bench_chosen_model_only(cfg, overrides)
     return cfg
 

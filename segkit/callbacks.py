@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from segkit.resume import last_checkpoint_path
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
@@ -22,8 +24,7 @@ class StopOnNonFiniteLoss(Callback):
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         if torch.isfinite(loss).all():
             return
-        checkpoint = trainer.checkpoint_callback
-        last = getattr(checkpoint, "last_model_path", "") or getattr(checkpoint, "best_model_path", "")
+        last = last_checkpoint_path(trainer) or getattr(trainer.checkpoint_callback, "best_model_path", "")
         resume = (f"The last good checkpoint is {last}: resume from it with ckpt_path={last}" if last
                   else "No checkpoint was saved before it")
         raise NonFiniteLossError(

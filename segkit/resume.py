@@ -63,3 +63,8 @@ class LastCheckpoint(L.Callback):
             if trainer.is_global_zero:
                 log.warning(f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved "
                             f"{self.path}; resume with ckpt_path={self.path}")
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> str | None:
+    """The run's `last.ckpt`, once `LastCheckpoint` has written it."""
+    return next((str(c.path) for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.path.exists()), None)

@@ -27,7 +27,7 @@ from segkit.distributed import end_job
 from segkit.lr_find import find_lr
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
-from segkit.resume import INTERRUPTED_EXIT_CODE, LastCheckpoint
+from segkit.resume import INTERRUPTED_EXIT_CODE, last_checkpoint_path
 from segkit.summary import summarize
 from segkit.validate import validate
 
@@ -100,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Read the paths before validating: loading a checkpoint restores the callback's older state.
         checkpoint = trainer.checkpoint_callback
         best_checkpoint = (checkpoint.best_model_path or None) if checkpoint else None
-        last_checkpoint = next((str(c.path) for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.path.exists()), None)
+        last_checkpoint = last_checkpoint_path(trainer)
         # Report the checkpoint a user will ship, not the last epoch: validate the best one once more.
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False,
                                    weights_only=True)[0]

@@ -38,7 +38,7 @@ class ResumableShuffle(Sampler[tuple[int, int]]):
         return self.size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * _EPOCH_STRIDE + self.epoch)
+        generator = torch.Generator().manual_seed((self.seed * _EPOCH_STRIDE + self.epoch) % 2**64)
         order = torch.randperm(self.size, generator=generator).tolist()
         augmentation_seeds = torch.randint(0, 2**31 - 1, (self.size,), generator=generator).tolist()
         skip, self.skip = self.skip, 0
