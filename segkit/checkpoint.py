@@ -7,12 +7,10 @@ classes, palette and input normalisation all come from it.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from segkit.checkpoints import read_checkpoint
 from segkit.module import SegmentationModule
 
 CONFIG_KEY = "segkit_config"
@@ -38,12 +36,7 @@ def _require_config(config: dict[str, Any] | None, path: Path) -> dict[str, Any]
 def read_training_config(ckpt_path: str | Path) -> dict[str, Any]:
     """The resolved training config stored in a checkpoint, read without loading its weights into memory."""
     path = _require_checkpoint(ckpt_path)
-    try:
-        # mmap: the tensors stay on disk; only the small config is read.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
-        raise ValueError(f"{path}: cannot read the checkpoint ({error})") from error
-    return _require_config(checkpoint.get(CONFIG_KEY), path)
+    return _require_config(read_checkpoint(path, mmap=True).get(CONFIG_KEY), path)
 
 
 def load_module(ckpt_path: str | Path) -> SegmentationModule:

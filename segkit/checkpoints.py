@@ -89,13 +89,16 @@ def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
         os.close(folder)
 
 
-def read_checkpoint(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint loaded with `torch.load(weights_only=True)`, with errors that name the file."""
+def read_checkpoint(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint loaded with `torch.load(weights_only=True)`, with errors that name the file.
+
+    `mmap=True` leaves the tensors on disk, for callers that only read the small entries around them.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         if "Weights only load failed" not in str(error):
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error

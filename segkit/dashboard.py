@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from segkit.checkpoints import read_checkpoint
 from segkit.data import SegmentationDataModule
 from segkit.data.palettes import ids_to_colours
 from segkit.module import SegmentationModule
@@ -62,9 +63,7 @@ def run_id_in_checkpoint(path: str | Path) -> str | None:
     file (Lightning's own `ckpt_path` values, such as "last", and its error for a missing file then apply)."""
     if not Path(path).is_file():
         return None
-    # mmap: the tensors are not read, only the small dictionary around them.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return checkpoint.get(RUN_ID_KEY)
+    return read_checkpoint(path, mmap=True).get(RUN_ID_KEY)
 
 
 @rank_zero_only
