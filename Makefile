@@ -19,10 +19,10 @@ train: install
 	$(PYTHON) -m segkit.train $(ARGS)
 
 test: install
-	$(PYTHON) -m pytest -m "not slow" $(ARGS)
+	$(PYTHON) -m pytest -m "not slow" --durations=10 $(ARGS)
 
 test-full: install
-	$(PYTHON) -m pytest $(ARGS)
+	$(PYTHON) -m pytest --durations=10 $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

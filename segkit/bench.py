@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import gc
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -39,7 +41,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.models import count_parameters, without_pretrained_weights
@@ -98,60 +100,68 @@ class TrainingParts:
     autocast_dtype: torch.dtype | None
 
 
-class FixedBatches(Dataset):
-    """`length` ready batches, cycling through `batches`: with `batch_size=None`, a DataLoader over it
-    adds no collation or copy, so both loops time their training steps, not the data."""
+class CyclingBatches(IterableDataset):
+    """`batches` over and over, without end: with `batch_size=None`, a DataLoader over it adds no
+    collation or copy, so both loops time their training steps, not the data."""
 
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.batches = batches
-        self.length = length
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.batches[index % len(self.batches)]
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return itertools.cycle(self.batches)
 
 
-def synthetic_loader(batch_size: int, image_size: list[int], num_classes: int, length: int, device: torch.device,
+def synthetic_loader(batch_size: int, image_size: list[int], num_classes: int, device: torch.device,
                      memory_format: torch.memory_format = torch.contiguous_format, seed: int = 0) -> DataLoader:
-    """`length` batches of seeded random images (N x 3 x H x W, standard normal: normalised pixels) and
-    masks, already on `device` in the network's memory format."""
+    """Seeded random images (N x 3 x H x W, standard normal: normalised pixels) and masks, already on
+    `device` in the network's memory format, batch after batch without end (take what you need)."""
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(SYNTHETIC_BATCHES):
         images = torch.randn(batch_size, 3, *image_size, generator=generator)
         masks = torch.randint(0, num_classes, (batch_size, *image_size), generator=generator)
         batches.append((images.to(device, memory_format=memory_format), masks.to(device)))
-    return DataLoader(FixedBatches(batches, length), batch_size=None)
+    return DataLoader(CyclingBatches(batches), batch_size=None)
 
 
-class StepTimer(Callback):
-    """Times the training steps after `warmup`: from the end of the last warm-up step to the end of step
-    `total`, the same span the plain loop times."""
+class AlternatingPlainSteps(Callback):
+    """After each of the Trainer's training steps, one step of the plain loop (`plain_loop.train_step`) on
+    the same batch, with its own network and optimizer; both timed, device synchronised at each clock
+    reading: a Trainer step from the end of the plain step before it (the Trainer's work between steps is
+    in it), a plain step from the end of the Trainer's. Taken in turns, the two see the same machine: a
+    busy spell of a few seconds slows both, not one. Stops the fit once, after `warmup` pairs, at least
+    `min_steps` pairs and `min_seconds` (both loops together) are timed."""
 
-    def __init__(self, warmup: int, total: int, device: torch.device) -> None:
-        self.warmup, self.total, self.device = warmup, total, device
-        self.start: float | None = None
-        self.end: float | None = None
-        self.images = 0
+    def __init__(self, plain: TrainingParts, optimizer: torch.optim.Optimizer, warmup: int, min_steps: int,
+                 min_seconds: float) -> None:
+        self.plain, self.optimizer = plain, optimizer
+        self.warmup, self.min_steps, self.min_seconds = warmup, min_steps, min_seconds
+        self.segkit_seconds: list[float] = []
+        self.plain_seconds: list[float] = []
+        self.batch_size: int | None = None
+        self._plain_end: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.plain.module.net.train()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        device = self.plain.device
+        plain_loop.synchronize(device)
+        segkit_end = time.perf_counter()
+        images, masks = batch
+        plain_loop.train_step(self.plain.module.net, self.plain.module.criterion, self.optimizer, images, masks,
+                              device, self.plain.autocast_dtype)
+        plain_loop.synchronize(device)
+        plain_end = time.perf_counter()
         if batch_idx >= self.warmup:
-            self.images += len(batch[0])
-        if batch_idx in (self.warmup - 1, self.total - 1):
-            plain_loop.synchronize(self.device)
-            if batch_idx == self.warmup - 1:
-                self.start = time.perf_counter()
-            else:
-                self.end = time.perf_counter()
-
-    @property
-    def images_per_s(self) -> float:
-        if self.start is None or self.end is None:
-            raise RuntimeError(f"the Trainer stopped before step {self.total}: nothing timed")
-        return self.images / (self.end - self.start)
+            self.segkit_seconds.append(segkit_end - self._plain_end)
+            self.plain_seconds.append(plain_end - segkit_end)
+            self.batch_size = len(images)
+        self._plain_end = plain_end
+        timed = sum(self.segkit_seconds) + sum(self.plain_seconds)
+        if len(self.segkit_seconds) >= self.min_steps and timed >= self.min_seconds:
+            trainer.should_stop = True
 
 
 class PeakMemory:
@@ -278,7 +288,8 @@ def model_names(models: list[str] | None) -> list[str]:
 def row_config(cfg: DictConfig, model_name: str, option: str, device: torch.device) -> DictConfig:
     """The training config of one row: `model_name`'s config (the composed one when it is that model,
     so `model.*` overrides apply), random initial weights (speed does not depend on them), the option's
-    keys, and a Trainer that times steps and nothing else (no validation, checkpoints, logs, bars)."""
+    keys, and a Trainer that trains until stopped and does nothing else (no validation, checkpoints,
+    logs, bars): the warm-up fit stops at `max_steps`, the timed ones from their callback."""
     option_sets = cfg.bench.option_sets
     if option not in option_sets:
         raise ValueError(f"bench.options: {option!r} is not in bench.option_sets; valid: {list(option_sets)}")
@@ -293,7 +304,7 @@ def row_config(cfg: DictConfig, model_name: str, option: str, device: torch.devi
         row.logger = None
         row.trainer.update(
             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, default_root_dir=None,
-            max_steps=cfg.bench.warmup + cfg.bench.steps, max_epochs=1, max_time=None, limit_val_batches=0,
+            min_epochs=None, min_steps=None, max_steps=-1, max_epochs=1, max_time=None, limit_val_batches=0,
             num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False,
         )
@@ -305,18 +316,26 @@ def training_parts(row: DictConfig, device: torch.device | None = None) -> Train
     device = device or resolve_device(row.bench.device)
     dtype = autocast_dtype(row.trainer.precision)
     module = build(row).module.to(device)
-    loader = synthetic_loader(row.bench.batch_size, list(row.bench.image_size), row.data.num_classes,
-                              row.bench.warmup + row.bench.steps, device, module.memory_format, row.seed or 0)
+    loader = synthetic_loader(row.bench.batch_size, list(row.bench.image_size), row.data.num_classes, device,
+                              module.memory_format, row.seed or 0)
     return TrainingParts(module, loader, device, dtype)
 
 
-def segkit_images_per_s(row: DictConfig, parts: TrainingParts) -> float:
-    """Training images/s of `Trainer.fit` over the synthetic batches, timed by a callback."""
-    timer = StepTimer(row.bench.warmup, row.bench.warmup + row.bench.steps, parts.device)
-    trainer = instantiate(row.trainer, callbacks=[timer], logger=False)
+def fit(row: DictConfig, parts: TrainingParts, callbacks: list[Callback], max_steps: int = -1) -> None:
+    """`Trainer.fit` of the row's Trainer over the synthetic batches."""
+    trainer = instantiate(row.trainer, callbacks=callbacks, logger=False, max_steps=max_steps)
     trainer.fit(parts.module, train_dataloaders=parts.loader)
     parts.module.to(parts.device)  # Lightning moves the model back to the CPU when fit ends
-    return timer.images_per_s
+
+
+def timed_fit(row: DictConfig, parts: TrainingParts, plain: TrainingParts) -> AlternatingPlainSteps:
+    """One fit of `parts.module` with a plain-loop step of `plain.module.net` after each of its steps.
+    Each gets a new optimizer from the same config, as every `Trainer.fit` makes one: equal work."""
+    settings = row.bench
+    steps = AlternatingPlainSteps(plain, plain.module.configure_optimizers()["optimizer"], settings.warmup,
+                                  settings.steps, settings.seconds)
+    fit(row, parts, [steps])
+    return steps
 
 
 def inference_speed(parts: TrainingParts, warmup: int, steps: int, repeats: int) -> tuple[float, float]:
@@ -347,6 +366,15 @@ def inference_speed(parts: TrainingParts, warmup: int, steps: int, repeats: int)
     return statistics.median(rates), statistics.median(latencies) * 1e3
 
 
+def overhead_ratio(timings: list[AlternatingPlainSteps]) -> float:
+    """segkit's training images/s over the plain loop's: the median, over every timed pair of all repeats,
+    of the plain step's seconds over those of the Trainer step before it. Neighbours in time see the same
+    machine, so a slow spell of this shared 2-core VM (steps up to 2x slower for seconds) cancels out,
+    where the sums of a repeat would charge it to whichever loop it hit more."""
+    pairs = [(segkit, plain) for t in timings for segkit, plain in zip(t.segkit_seconds, t.plain_seconds)]
+    return statistics.median(plain / segkit for segkit, plain in pairs)
+
+
 def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, Any]:
     """One model with one option: every figure of the bench."""
     settings = row.bench
@@ -356,19 +384,20 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
     image_size = list(settings.image_size)
     macs = summarize(net_for_counting, image_size)["macs"]
     del net_for_counting
+    # Memory of segkit alone: building, the warm-up steps (the optimizer state is made in the first) and
+    # inference; the plain loop's copy of the network comes after.
     with PeakMemory(device) as memory:
         parts = training_parts(row, device)
-        plain_rates, segkit_rates = [], []
-        for _ in range(settings.repeats):  # alternated, so drift of a busy machine hits both alike
-            # A new optimizer per run, as each Trainer.fit makes one: equal work, and one optimizer
-            # state in memory at a time.
-            plain_rates.append(plain_loop.train_images_per_s(
-                parts.module.net, parts.module.criterion, parts.module.configure_optimizers()["optimizer"],
-                parts.loader, settings.warmup, device, parts.autocast_dtype))
-            _release_memory()
-            segkit_rates.append(segkit_images_per_s(row, parts))
-            _release_memory()
+        fit(row, parts, [], max_steps=settings.warmup)
         inference_rate, latency_ms = inference_speed(parts, settings.warmup, settings.steps, settings.repeats)
+    parts.module.train()  # Lightning keeps the modes it is given: BatchNorm must train on batch statistics
+    plain = dataclasses.replace(parts, module=copy.deepcopy(parts.module))  # from the same weights
+    timings = []
+    for _ in range(settings.repeats):
+        timings.append(timed_fit(row, parts, plain))
+        _release_memory()
+    segkit_rates = [plain_loop.images_per_s(t.batch_size, t.segkit_seconds) for t in timings]
+    plain_rates = [plain_loop.images_per_s(t.batch_size, t.plain_seconds) for t in timings]
     train_rate = statistics.median(segkit_rates)
     result = {
         "model": row.model.name,
@@ -382,10 +411,10 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
         "macs": macs,
         "train_images_per_s": train_rate,
         "plain_train_images_per_s": statistics.median(plain_rates),
-        # Each pair ran back to back: the median of the pairs' ratios cancels the machine's drift.
-        "overhead_ratio": statistics.median(s / p for s, p in zip(segkit_rates, plain_rates)),
+        "overhead_ratio": overhead_ratio(timings),
         "train_images_per_s_repeats": segkit_rates,
         "plain_train_images_per_s_repeats": plain_rates,
+        "step_seconds": {"segkit": [t.segkit_seconds for t in timings], "plain": [t.plain_seconds for t in timings]},
         "inference_images_per_s": inference_rate,
         "latency_ms_batch1": latency_ms,
         "peak_memory_mib": memory.mib,
@@ -463,7 +492,8 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _check_settings(settings: DictConfig) -> None:
-    for key, minimum in (("warmup", 1), ("steps", 1), ("repeats", 1), ("batch_size", 1), ("loader_batches", 0)):
+    for key, minimum in (("warmup", 1), ("steps", 1), ("seconds", 0), ("repeats", 1), ("batch_size", 1),
+                         ("loader_batches", 0)):
         if settings[key] < minimum:
             raise ValueError(f"bench.{key}={settings[key]}: expected an integer >= {minimum}")
     if len(settings.image_size) != 2:
@@ -499,7 +529,8 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "torch": torch.__version__,
         "lightning": L.__version__,
         "torch_threads": threads,
-        "settings": {key: plain_settings[key] for key in ("image_size", "batch_size", "warmup", "steps", "repeats")},
+        "settings": {key: plain_settings[key]
+                     for key in ("image_size", "batch_size", "warmup", "steps", "seconds", "repeats")},
         "overhead_ratio_min": min((row["overhead_ratio"] for row in rows), default=None),
         "rows": rows,
         "loader": loader,

@@ -11,6 +11,7 @@ status 1 when there were problems.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -114,10 +115,11 @@ def measure_throughput(cfg: DictConfig, batches: int = 20, warmup: int = 3) -> d
     module = run.module
     steps = max(3, batches // 4)
     device = torch.device("cpu")
-    training_batches = synthetic_loader(run.datamodule.batch_size, list(cfg.data.image_size), cfg.data.num_classes,
-                                        warmup + steps, device, module.memory_format)
-    train_rate = plain_loop.train_images_per_s(module.net, module.criterion, module.configure_optimizers()["optimizer"],
-                                               training_batches, warmup, device)
+    training_batches = itertools.islice(synthetic_loader(run.datamodule.batch_size, list(cfg.data.image_size),
+                                                         cfg.data.num_classes, device, module.memory_format),
+                                        warmup + steps)
+    train_rate = plain_loop.images_per_s(run.datamodule.batch_size, plain_loop.train_step_seconds(
+        module.net, module.criterion, module.configure_optimizers()["optimizer"], training_batches, warmup, device))
     return {"loader_images_per_s": loader_rate, "train_images_per_s": train_rate,
             "batch_size": run.datamodule.batch_size, "num_workers": run.datamodule.num_workers,
             "torch_threads": torch.get_num_threads()}

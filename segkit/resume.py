@@ -44,7 +44,7 @@ class LastCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and not trainer.fast_dev_run:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # resumable: optimizer and loops too
 
     def _stop_after_batch(self, signum: int, frame: FrameType | None) -> None:
         log.warning("Ctrl+C: stopping after this batch and saving a checkpoint; press it again to abort at once")
@@ -59,7 +59,7 @@ class LastCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_sigint()
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.fast_dev_run:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # resumable: optimizer and loops too
             if trainer.is_global_zero:
                 log.warning(f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved "
                             f"{self.path}; resume with ckpt_path={self.path}")

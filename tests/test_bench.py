@@ -1,18 +1,17 @@
 import copy
+import dataclasses
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from segkit.bench import (
-    StepTimer,
     bench,
     bench_config,
     flop_utilisation,
@@ -21,6 +20,7 @@ from segkit.bench import (
     plain_loop,
     resolve_device,
     row_config,
+    timed_fit,
     training_parts,
 )
 from segkit.summary import summarize
@@ -35,6 +35,7 @@ TINY_BENCH = [
     "bench.batch_size=2",
     "bench.warmup=1",
     "bench.steps=2",
+    "bench.seconds=0",
     "bench.repeats=2",
     "bench.loader_batches=2",
     "bench.device=cpu",
@@ -46,7 +47,7 @@ TINY_BENCH = [
 ROW_FIELDS = {
     "model", "option", "option_keys", "image_size", "batch_size", "precision", "channels_last", "params", "macs",
     "train_images_per_s", "plain_train_images_per_s", "overhead_ratio", "train_images_per_s_repeats",
-    "plain_train_images_per_s_repeats", "inference_images_per_s", "latency_ms_batch1", "peak_memory_mib",
+    "plain_train_images_per_s_repeats", "step_seconds", "inference_images_per_s", "latency_ms_batch1", "peak_memory_mib",
     "peak_memory_kind", "peak_tflops", "train_mfu", "inference_mfu",
 }
 
@@ -77,7 +78,8 @@ def test_tiny_bench_writes_every_field_the_table_and_consistent_figures(bench_cf
     run_dir = Path(cfg.paths.output_dir)
     assert json.loads((run_dir / "bench.json").read_text()) == result
     assert result["device_type"] == "cpu" and result["torch_threads"] == 1
-    assert result["settings"] == {"image_size": [32, 32], "batch_size": 2, "warmup": 1, "steps": 2, "repeats": 2}
+    assert result["settings"] == {"image_size": [32, 32], "batch_size": 2, "warmup": 1, "steps": 2, "seconds": 0,
+                                  "repeats": 2}
 
     (row,) = result["rows"]
     assert set(row) == ROW_FIELDS
@@ -86,9 +88,14 @@ def test_tiny_bench_writes_every_field_the_table_and_consistent_figures(bench_cf
     assert row["params"] == sum(p.numel() for p in net.parameters())
     assert row["macs"] == summarize(net, [32, 32])["macs"]
     assert len(row["train_images_per_s_repeats"]) == len(row["plain_train_images_per_s_repeats"]) == 2
+    repeats = {"segkit": row["train_images_per_s_repeats"], "plain": row["plain_train_images_per_s_repeats"]}
+    for loop, rates in repeats.items():
+        seconds = row["step_seconds"][loop]
+        assert [len(repeat) for repeat in seconds] == [2, 2]  # bench.seconds=0: bench.steps steps per repeat
+        assert rates == [pytest.approx(2 * 2 / sum(repeat)) for repeat in seconds]  # images over seconds
     assert row["train_images_per_s"] == statistics.median(row["train_images_per_s_repeats"])
-    pair_ratios = [s / p for s, p in zip(row["train_images_per_s_repeats"], row["plain_train_images_per_s_repeats"])]
-    assert row["overhead_ratio"] == pytest.approx(statistics.median(pair_ratios)) and row["overhead_ratio"] > 0
+    pairs = zip(sum(row["step_seconds"]["segkit"], []), sum(row["step_seconds"]["plain"], []))
+    assert row["overhead_ratio"] == pytest.approx(statistics.median(plain / segkit for segkit, plain in pairs))
     assert result["overhead_ratio_min"] == row["overhead_ratio"]
     assert row["inference_images_per_s"] > 0 and row["latency_ms_batch1"] > 0
     assert row["peak_memory_kind"] == "rss_peak" and row["peak_memory_mib"] > 0
@@ -105,46 +112,45 @@ def test_tiny_bench_writes_every_field_the_table_and_consistent_figures(bench_cf
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
-def test_plain_loop_and_trainer_take_the_same_steps_on_the_same_tensors(bench_cfg, one_thread):
-    """Same network, batches, loss and optimizer: from equal weights, the first losses are equal and
-    after the same steps so are all weights and BatchNorm statistics."""
-    cfg = bench_cfg("optimizer=sgd")  # momentum and weight decay: the optimizer's config must carry over
+def test_trainer_and_plain_loop_take_the_same_steps_in_turns(bench_cfg, one_thread):
+    """From equal weights, the Trainer and the plain loop, stepping in turns on the same batches with the
+    same loss and optimizer config, end with equal weights and BatchNorm statistics; each step is timed."""
+    cfg = bench_cfg("optimizer=sgd", "bench.steps=3", "bench.seconds=0")  # SGD: momentum, weight decay carry over
     row = row_config(cfg, "dsc_segnet", "default", CPU)
     torch.manual_seed(0)
-    plain = training_parts(row, CPU)
-    segkit = copy.deepcopy(plain)
-    first_images, first_masks = plain.loader.dataset.batches[0]
-    plain_first_loss = plain.module.criterion(copy.deepcopy(plain.module.net)(first_images), first_masks)
+    parts = training_parts(row, CPU)
+    fresh = copy.deepcopy(parts.module.net.state_dict())
+    plain = dataclasses.replace(parts, module=copy.deepcopy(parts.module))
 
-    optimizer = plain.module.configure_optimizers()["optimizer"]
-    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
-    plain_loop.train_images_per_s(plain.module.net, plain.module.criterion, optimizer, plain.loader,
-                                  row.bench.warmup, CPU)
+    steps = timed_fit(row, parts, plain)
 
-    class FirstLoss(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == 0:
-                self.loss = outputs["loss"].detach()
-
-    first_loss = FirstLoss()
-    timer = StepTimer(row.bench.warmup, row.bench.warmup + row.bench.steps, CPU)
-    instantiate(row.trainer, callbacks=[timer, first_loss], logger=False).fit(segkit.module, plain.loader)
-
-    assert first_loss.loss.item() == pytest.approx(plain_first_loss.item(), rel=1e-6)
-    assert timer.images == row.bench.steps * row.bench.batch_size and timer.images_per_s > 0
-    plain_state, segkit_state = plain.module.net.state_dict(), segkit.module.net.state_dict()
+    assert isinstance(steps.optimizer, torch.optim.SGD) and steps.optimizer.defaults["momentum"] == 0.9
+    assert len(steps.segkit_seconds) == len(steps.plain_seconds) == 3 and steps.batch_size == 2
+    assert min(steps.segkit_seconds + steps.plain_seconds) > 0
+    plain_state, segkit_state = plain.module.net.state_dict(), parts.module.net.state_dict()
     for name, value in plain_state.items():
         torch.testing.assert_close(segkit_state[name], value, rtol=1e-5, atol=1e-6, msg=f"{name} differs")
-    # And the steps changed the weights, so the comparison says something.
-    fresh = training_parts(row, CPU).module.net.state_dict()
+    # 1 warm-up and 3 timed steps each changed the weights, so the comparison says something.
     assert any(not torch.equal(fresh[name], value) for name, value in plain_state.items())
+    tracked = [int(value) for name, value in segkit_state.items() if name.endswith("num_batches_tracked")]
+    assert tracked and set(tracked) == {4}
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+def test_timed_fit_runs_until_its_seconds_are_reached(bench_cfg, one_thread):
+    cfg = bench_cfg("bench.steps=1", "bench.seconds=0.5")
+    row = row_config(cfg, "dsc_segnet", "default", CPU)
+    parts = training_parts(row, CPU)
+    steps = timed_fit(row, parts, dataclasses.replace(parts, module=copy.deepcopy(parts.module)))
+    timed = sum(steps.segkit_seconds) + sum(steps.plain_seconds)
+    assert timed >= 0.5 and timed - steps.segkit_seconds[-1] - steps.plain_seconds[-1] < 0.5  # stopped at once
 
 
 def test_row_config_applies_model_option_and_bench_trainer(bench_cfg):
     cfg = bench_cfg("model.encoder.width=0.5")
     row = row_config(cfg, "dsc_segnet", "compile", CPU)
     assert row.model.compile is True and row.model.encoder.width == 0.5  # the command line's model keeps its keys
-    assert row.trainer.max_steps == cfg.bench.warmup + cfg.bench.steps and row.trainer.limit_val_batches == 0
+    assert row.trainer.max_steps == -1 and row.trainer.min_epochs is None and row.trainer.limit_val_batches == 0
     assert not row.trainer.enable_checkpointing and row.callbacks is None and row.logger is None
     other = row_config(cfg, "segnet_vgg16bn", "bf16", CPU)
     assert other.model.name == "segnet_vgg16bn" and other.model.encoder.weights is None  # no pretrained download

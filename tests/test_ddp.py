@@ -130,6 +130,7 @@ def test_ddp_run_trains_on_two_processes_into_one_run_folder(tmp_path):
     assert metrics["val/loss"] == pytest.approx(expected["val/loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # two 2-process jobs: about 40 s
 def test_ddp_multirun_gives_each_job_one_folder(tmp_path):
     sweep_dir = tmp_path / "sweep"
     outputs_before = files_below(REPO / "outputs") if (REPO / "outputs").exists() else set()

@@ -57,6 +57,7 @@ def test_a_2x2_multirun_makes_four_run_folders_and_a_summary_sorted_by_miou(tmp_
     assert not (tmp_path / "outputs").exists()  # nothing outside the sweep folder
 
 
+@pytest.mark.slow  # two 3-trial searches: about 30 s
 def test_optuna_search_is_seeded_and_optimises_the_metric(tmp_path):
     sampled = []
     for attempt in ("first", "second"):
