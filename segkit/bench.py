@@ -48,6 +48,7 @@ from segkit.models import count_parameters, without_pretrained_weights
 from segkit.module import SegmentationModule
 from segkit.summary import summarize
 from segkit.train import build
+from segkit.validate import require_int
 
 MODEL_CONFIG_DIR = CONFIG_DIR / "model"
 
@@ -492,10 +493,10 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _check_settings(settings: DictConfig) -> None:
-    for key, minimum in (("warmup", 1), ("steps", 1), ("seconds", 0), ("repeats", 1), ("batch_size", 1),
-                         ("loader_batches", 0)):
-        if settings[key] < minimum:
-            raise ValueError(f"bench.{key}={settings[key]}: expected an integer >= {minimum}")
+    for key, minimum in (("warmup", 1), ("steps", 1), ("repeats", 1), ("batch_size", 1), ("loader_batches", 0)):
+        require_int(f"bench.{key}", settings[key], minimum)
+    if isinstance(settings.seconds, bool) or not isinstance(settings.seconds, (int, float)) or settings.seconds < 0:
+        raise ValueError(f"bench.seconds={settings.seconds}: expected a number of seconds >= 0")
     if len(settings.image_size) != 2:
         raise ValueError(f"bench.image_size={list(settings.image_size)}: expected [height, width]")
 

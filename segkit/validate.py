@@ -127,8 +127,8 @@ def _check_data(data: DictConfig, datamodule: Any) -> None:
                 f"data.num_classes={data.get('num_classes')}: {datamodule.__name__} has {len(class_names)} classes "
                 f"{list(class_names)}; expected data.num_classes={len(class_names)} (or leave it at its default)"
             )
-    _require_int("data.batch_size", data.get("batch_size", 1), minimum=1)
-    _require_int("data.num_workers", data.get("num_workers", 0), minimum=0)
+    require_int("data.batch_size", data.get("batch_size", 1), minimum=1)
+    require_int("data.num_workers", data.get("num_workers", 0), minimum=0)
     if data.get("image_size") is not None:
         size = data.image_size
         if len(size) != 2 or not all(isinstance(side, int) and side >= 1 for side in size):
@@ -174,7 +174,7 @@ def _reraise_as_config_error(check: Any, *args: Any) -> Any:
         raise ConfigError(str(error)) from None
 
 
-def _require_int(key: str, value: Any, minimum: int) -> None:
+def require_int(key: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key}={value}: expected an integer >= {minimum}")
 

@@ -173,6 +173,8 @@ def test_model_names_and_the_command_lines_model():
 def test_bad_settings_fail_with_the_key(bench_cfg):
     with pytest.raises(ValueError, match=r"bench.warmup=0: expected an integer >= 1"):
         bench(bench_cfg("bench.warmup=0"))
+    with pytest.raises(ValueError, match=r"bench.seconds=-1: expected a number of seconds >= 0"):
+        bench(bench_cfg("bench.seconds=-1"))
     with pytest.raises(ValueError, match=r"bench.device='tpu': expected auto, cpu or cuda"):
         resolve_device("tpu")
     with pytest.raises(ValueError, match=r"trainer.precision='16-mixed': the bench supports"):

@@ -54,10 +54,16 @@ def half_written(obj, file) -> None:
 # Atomic saves
 
 
-def test_save_that_fails_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.fixture
+def saved_checkpoint(tmp_path) -> tuple[Path, bytes]:
+    """`last.ckpt` of epoch 0 in tmp_path, saved by AtomicCheckpointIO, and its bytes: what a failed save must keep."""
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
-    before = path.read_bytes()
+    return path, path.read_bytes()
+
+
+def test_save_that_fails_midway_keeps_the_previous_checkpoint(saved_checkpoint, tmp_path, monkeypatch):
+    path, before = saved_checkpoint
 
     def crash_halfway(obj, file):
         half_written(obj, file)
@@ -89,10 +95,8 @@ AtomicCheckpointIO().save_checkpoint({"epoch": 1, "state_dict": {"weight": torch
 """
 
 
-def test_process_killed_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
-    path = tmp_path / "last.ckpt"
-    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
-    before = path.read_bytes()
+def test_process_killed_while_saving_leaves_the_previous_checkpoint_readable(saved_checkpoint, tmp_path):
+    path, before = saved_checkpoint
     killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(path)], cwd=REPO, timeout=120)
     assert killed.returncode == -signal.SIGKILL
     assert path.read_bytes() == before and read_checkpoint(path)["epoch"] == 0
@@ -102,10 +106,8 @@ def test_process_killed_while_saving_leaves_the_previous_checkpoint_readable(tmp
     assert read_checkpoint(path)["epoch"] == 2 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_disk_full_names_the_path_and_free_space_and_keeps_the_previous(tmp_path, monkeypatch):
-    path = tmp_path / "last.ckpt"
-    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
-    before = path.read_bytes()
+def test_disk_full_names_the_path_and_free_space_and_keeps_the_previous(saved_checkpoint, tmp_path, monkeypatch):
+    path, before = saved_checkpoint
 
     def disk_full(obj, file):
         half_written(obj, file)
