@@ -138,7 +138,8 @@ def find_classes(root: Path, classes: Sequence[str] | None = None, palette: Sequ
     if (classes is None or colours is None) and not root.is_dir():
         raise MissingFileError(f"data.root={root}: folder not found; expected a folder holding images/ and masks/ "
                                f"(README, Your own data)")
-    labelmap = read_labelmap(root / LABELMAP) if colours is None and (root / LABELMAP).is_file() else None
+    wanted = classes is None or colours is None
+    labelmap = read_labelmap(root / LABELMAP) if wanted and (root / LABELMAP).is_file() else None
     if colours is None and labelmap is not None:
         colours = labelmap[1]
     if classes is not None:
@@ -245,7 +246,7 @@ class FolderDataModule(FileDataModule):
     split is first read, its classes when the datamodule is built."""
 
     splits = ("train", "val", "test")
-    layout_dirs = ("images", "masks")
+    layout_dirs = ()  # images/ and masks/ are checked as they are listed, with the layouts' own message
 
     def __init__(
         self,
@@ -287,11 +288,6 @@ class FolderDataModule(FileDataModule):
     def config_found_in_data(self) -> dict[str, Any]:
         colours = [list(colour) for colour in self.found.colours] if self.found.colours is not None else None
         return {"classes": list(self.class_names), "palette": colours}
-
-    def check_layout(self) -> None:
-        for folder in self.layout_dirs:
-            if not (self.root / folder).is_dir():
-                raise MissingFileError(f"{self.root / folder}: folder not found; {LAYOUT}; set data.root=...")
 
     def split_samples(self, split: str) -> list[SampleFiles]:
         images, masks = self.root / "images", self.root / "masks"
