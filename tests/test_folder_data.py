@@ -248,7 +248,8 @@ def test_mask_id_outside_the_listed_classes_names_file_and_value(small):
 def test_colour_masks_without_class_colours_say_where_colours_come_from(small):
     root = small("rgb")
     (root / "labelmap.txt").unlink()
-    with pytest.raises(InvalidFileError, match=r"got mode RGB. Colour masks need their class colours: labelmap.txt"):
+    with pytest.raises(InvalidFileError, match=r"got mode RGB \(to count the classes; an RGB colour mask is read "
+                                               r"through the class colours of labelmap.txt"):
         FolderDataModule(root=root, num_classes=2)
 
 
@@ -257,6 +258,8 @@ def test_colour_masks_without_class_colours_say_where_colours_come_from(small):
     ({"palette": [[0, 0], [1, 1, 1]]}, r"data.palette: \[\[0, 0\]\] are not colours"),
     ({"ignore_colors": [[0, 0, 0]]}, r"data.ignore_colors: \[\[0, 0, 0\]\] are class colours \(of class ids \[1\]\)"),
     ({"classes": ["pet", "pet"]}, r"data.classes: class names \['pet'\] appear more than once"),
+    ({"palette": [[0, 0, 0], [0, 0, 0]]}, r"data.palette: colours \[\(0, 0, 0\)\] appear more than once"),
+    ({"classes": ["pet", "background", "border"]}, r"labelmap.txt has 2 colours for the 3 classes"),
     ({"val_fraction": 1.0}, r"data.val_fraction=1.0: expected a fraction between 0 and 1"),
 ])
 def test_bad_options_name_the_key(small, options, expected):

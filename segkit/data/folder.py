@@ -94,6 +94,14 @@ def read_labelmap(path: Path) -> tuple[tuple[str, ...], tuple[Colour, ...]]:
     return tuple(names), tuple(colours)
 
 
+def check_names(classes: Sequence[Any]) -> tuple[str, ...]:
+    names = tuple(str(name) for name in classes)
+    if not names:
+        raise ValueError("data.classes=[]: expected the class names in class-id order, or null to find them")
+    check_unique(names, "class names", "data.classes")
+    return names
+
+
 def read_class_list(path: Path) -> tuple[str, ...]:
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
     if not names:
@@ -122,8 +130,8 @@ def _mask_ids(files: tuple[tuple[Path, int], ...], ignore_index: int) -> tuple[i
         try:
             found.update(np.unique(read_mask(path)).tolist())
         except InvalidFileError as error:
-            raise InvalidFileError(f"{error}. Colour masks need their class colours: {LABELMAP} beside images/ "
-                                   f"and masks/, or data.palette") from None
+            raise InvalidFileError(f"{error} (to count the classes; an RGB colour mask is read through the class "
+                                   f"colours of {LABELMAP} beside images/ and masks/, or of data.palette)") from None
     ids = tuple(sorted(found - {ignore_index}))
     if not ids:
         raise InvalidFileError(f"{files[0][0].parent}: every mask pixel is ignore_index={ignore_index}; no classes")
@@ -134,17 +142,20 @@ def find_classes(root: Path, classes: Sequence[str] | None = None, palette: Sequ
                  ignore_index: int = 255) -> FolderClasses:
     """The classes of the folder `root`, first match wins (see the module's docstring). Reads no file
     when `classes` and `palette` are given, as they are in a trained checkpoint's config."""
-    colours = check_colours(palette, "data.palette") if palette is not None else None
-    if (classes is None or colours is None) and not root.is_dir():
+    colours, colour_source = None, "data.palette"
+    if palette is not None:
+        colours = check_colours(palette, "data.palette")
+        check_unique(colours, "colours", "data.palette")
+    if classes is not None and colours is not None:
+        return FolderClasses(check_names(classes), colours, "data.classes")
+    if not root.is_dir():
         raise MissingFileError(f"data.root={root}: folder not found; expected a folder holding images/ and masks/ "
                                f"(README, Your own data)")
-    wanted = classes is None or colours is None
-    labelmap = read_labelmap(root / LABELMAP) if wanted and (root / LABELMAP).is_file() else None
+    labelmap = read_labelmap(root / LABELMAP) if (root / LABELMAP).is_file() else None
     if colours is None and labelmap is not None:
-        colours = labelmap[1]
+        colours, colour_source = labelmap[1], str(root / LABELMAP)
     if classes is not None:
-        names, source = tuple(str(name) for name in classes), "data.classes"
-        check_unique(names, "class names", "data.classes")
+        names, source = check_names(classes), "data.classes"
     elif labelmap is not None:
         names, source = labelmap[0], str(root / LABELMAP)
     elif (root / CLASS_LIST).is_file():
@@ -157,7 +168,7 @@ def find_classes(root: Path, classes: Sequence[str] | None = None, palette: Sequ
         source = (f"no data.classes, {LABELMAP} or {CLASS_LIST}: the ids {list(ids)} found in {root / 'masks'}, "
                   f"named class_0..class_{ids[-1]}")
     if colours is not None and len(colours) != len(names):
-        raise ValueError(f"data.palette has {len(colours)} colours for the {len(names)} classes {list(names)} of "
+        raise ValueError(f"{colour_source} has {len(colours)} colours for the {len(names)} classes {list(names)} of "
                          f"{source}; expected one colour per class")
     return FolderClasses(names, colours, source)
 
