@@ -21,6 +21,7 @@ from segkit.validate import ConfigError, validate
 
 from .folder_layouts import LAYOUTS, convert_pets
 from .official_layouts import require_shared_pets
+from .test_ddp import DDP, run_train
 from .test_eval_predict import compose_predict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -287,3 +288,16 @@ def test_data_check_reports_a_bad_mask_of_the_folder_by_name(small):
     assert report["train"]["problems"] == [{"sample": first_train_mask(root).stem,
                                             "problem": f"{first_train_mask(root)}: cannot decode the mask "
                                                        f"(cannot identify image file '{first_train_mask(root)}')"}]
+
+
+@pytest.mark.slow  # a 2-process DDP run: about a minute
+def test_ddp_run_on_a_flat_folder_writes_one_split_that_both_processes_read(small, tmp_path):
+    root, run_dir = small("flat"), tmp_path / "run"
+    run_train([*DDP, "data=folder", f"data.root={root}", "data.num_workers=0", f"hydra.run.dir={run_dir}"],
+              cwd=tmp_path)
+    saved = {split: (run_dir / "splits" / f"{split}.txt").read_text().split() for split in ("train", "val")}
+    assert (len(saved["train"]), len(saved["val"])) == (4, 1)
+    assert sorted(saved["train"] + saved["val"]) == sorted(p.stem for p in (root / "images").iterdir())
+    assert sorted(p.name for p in (run_dir / "splits").iterdir()) == ["train.txt", "val.txt"]  # no partial files
+    stored = read_training_config(run_dir / "checkpoints" / "last.ckpt")["data"]
+    assert stored["classes"] == ["class_0", "class_1", "class_2"] and stored["num_classes"] == 3
