@@ -52,6 +52,8 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 def build(cfg: DictConfig) -> Run:
     """Builds the datamodule, module and trainer that `cfg` describes, without training."""
     datamodule = instantiate(cfg.data)
+    for key, value in datamodule.config_found_in_data().items():
+        cfg.data[key] = value
     module = SegmentationModule(
         net=to_plain(cfg.model),
         num_classes=cfg.data.num_classes,

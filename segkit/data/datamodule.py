@@ -158,6 +158,11 @@ class SegmentationDataModule(L.LightningDataModule):
         """The classes of the datamodule that `config` (its data config) builds, known before building it."""
         return cls.class_names
 
+    def config_found_in_data(self) -> dict[str, Any]:
+        """Data config keys this datamodule found in the data itself (data=folder: its classes and colours),
+        for the run's config, so that a checkpoint rebuilds the datamodule without reading the data."""
+        return {}
+
     @property
     def skipped(self) -> dict[str, int]:
         """Bad samples skipped so far per split; only file datasets with on_bad_sample=skip have any."""
