@@ -15,6 +15,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
+from segkit.schedules import BudgetSchedule, training_progress
 
 # A Hydra config with `_target_` and `_partial_: true`, or a callable taking what it completes.
 PartialSpec = Mapping[str, Any] | Callable[..., Any]
@@ -153,6 +154,11 @@ class SegmentationModule(L.LightningModule):
         self.log(f"{metrics.prefix}miou", miou, prog_bar=True, sync_dist=True)
         self.log_dict(values, sync_dist=True)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, BudgetSchedule):
+                config.scheduler.progress = training_progress(self.trainer)
+
     def on_train_epoch_start(self) -> None:
         for index, group in enumerate(self.optimizers().param_groups):
             self.log(f"lr/group{index}", group["lr"], on_epoch=True, on_step=False, sync_dist=True)
@@ -203,5 +209,8 @@ class SegmentationModule(L.LightningModule):
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = _complete(self.hparams.scheduler, optimizer)
-        # `monitor` matters to ReduceLROnPlateau only; other schedulers step every epoch regardless.
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}
+        # `monitor` matters to ReduceLROnPlateau only; torch's schedulers step every epoch, a BudgetSchedule
+        # every optimizer step (it follows the run's progress, see on_train_batch_start).
+        interval = "step" if isinstance(scheduler, BudgetSchedule) else "epoch"
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": interval}}

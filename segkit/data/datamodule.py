@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
 from segkit.data.sampling import ResumableShuffle
@@ -213,6 +213,14 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, collate_fn=self.val_collate)
+
+    def calibration_dataloader(self, num_batches: int) -> DataLoader:
+        """The first `num_batches` batches of the training split through the validation transforms: a fixed,
+        unaugmented sample of training images, the same in every process and after a resume."""
+        reader = self.train_set.samples
+        subset = Subset(reader, range(min(len(reader), num_batches * self.batch_size)))
+        dataset = TransformedDataset(subset, self.pipeline(self.val_transforms))
+        return DataLoader(dataset, batch_size=self.batch_size, collate_fn=self.val_collate)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False, collate_fn=self.val_collate)
