@@ -114,12 +114,17 @@ class SegmentationModule(L.LightningModule):
         hparams_file: str | Path | None = None,
         strict: bool | None = None,
         trusted_targets: Iterable[str] = (),
+        weights_only: bool | None = None,
         **kwargs: Any,
     ) -> SegmentationModule:
         """Lightning's `load_from_checkpoint`, after `read_trusted_checkpoint` has read the file as plain data
         and refused a config that names anything segkit does not build (a `CheckpointError` naming the file
         and the key), so the network is built only from trusted targets; `trusted_targets` adds the user's own.
+        `weights_only` is always True: a segkit module never unpickles code.
         """
+        if weights_only is False:
+            raise ValueError("SegmentationModule.load_from_checkpoint loads plain data only: weights_only=False "
+                             "is not supported")
         read_trusted_checkpoint(checkpoint_path, trusted_targets, mmap=True)  # tensors stay on disk
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only=True,
                                             **kwargs)

@@ -232,7 +232,8 @@ def test_matching_checkpoint_resumes_with_weights_only_loading(trained_run, make
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
     # Training longer is honoured; the cosine schedule's length is the checkpoint's (its state restores it).
-    cfg = make_config("trainer.max_epochs=2", "scheduler.T_max=1", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}")
+    last = trained_run / "checkpoints" / "last.ckpt"
+    cfg = make_config("trainer.max_epochs=2", "scheduler.T_max=1", f"ckpt_path={last}")
     metrics = train(cfg)
     assert metrics["epochs"] == 2
     assert loads and all(weights_only is True for weights_only in loads)

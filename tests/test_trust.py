@@ -145,7 +145,8 @@ def test_trusted_targets_extends_the_allow_list_with_a_warning(segkit_checkpoint
     with pytest.raises(CheckpointError, match=r"hyper_parameters.net._target_: 'my_models.build', not a target"):
         read_trusted_checkpoint(path)
     with caplog.at_level(logging.WARNING, logger="segkit.trust"):
-        assert read_trusted_checkpoint(path, ["my_models.build"])["hyper_parameters"]["net"]["_target_"] == "my_models.build"
+        checkpoint = read_trusted_checkpoint(path, ["my_models.build"])
+    assert checkpoint["hyper_parameters"]["net"]["_target_"] == "my_models.build"
     assert "trusted_targets lists them: ['my_models.build']" in caplog.text
 
 
