@@ -13,7 +13,8 @@ names: the network (`hyper_parameters.net`) when a module is rebuilt, the datamo
   `albumentations.*` would let in its transforms that read image files named in their arguments;
 - no `_instantiator` key: segkit never writes one;
 - no `${...}` interpolation and no `defaults` list: segkit stores configs composed and resolved, and a
-  resolver or a defaults list would read environment variables, other keys or other configs.
+  resolver or a defaults list would read environment variables, other keys or other configs;
+- no ModelCheckpoint state naming files outside its own folder, which the callback would delete or load.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ SEGKIT_TARGETS = frozenset({
     "segkit.resume.LastCheckpoint",
 })
 
+# The files a ModelCheckpoint callback's state names, besides the keys of its `best_k_models`.
+MODEL_CHECKPOINT_FILES = ("best_model_path", "kth_best_model_path", "last_model_path")
+
 
 def untrusted_entries(data: Any, trusted_targets: Iterable[str] = ()) -> list[str]:
     """`<key path>: <what>` for every entry of `data` (a loaded checkpoint) that would make segkit import or
@@ -88,10 +92,23 @@ def untrusted_entries(data: Any, trusted_targets: Iterable[str] = ()) -> list[st
             entries.append(f"{path}: a Hydra defaults list, which would compose other configs")
         elif isinstance(value, str) and "${" in value:
             entries.append(f"{path}: {value!r}, an interpolation that would be resolved")
+    if isinstance(data, dict) and isinstance(data.get("callbacks"), dict):
+        entries += [entry for name, state in data["callbacks"].items() if isinstance(state, dict)
+                    for entry in _files_outside_folder(state, f"callbacks.{name}")]
     if trusted_extra:
         log.warning("building targets from outside segkit because trusted_targets lists them: %s",
                     sorted(trusted_extra))
     return entries
+
+
+def _files_outside_folder(state: dict, path: str) -> Iterator[str]:
+    """The checkpoint files a ModelCheckpoint state names outside its `dirpath`: resuming into that folder
+    restores them, and the callback would later delete (its top-k) or load (the best) each one."""
+    folder = state.get("dirpath")
+    files = [*(state.get(key) for key in MODEL_CHECKPOINT_FILES), *(state.get("best_k_models") or {})]
+    for file in files:
+        if file and (not isinstance(file, str) or folder is None or Path(file).parent != Path(folder)):
+            yield f"{path}: {file!r}, a checkpoint file outside the callback's folder {folder!r}"
 
 
 def _entries(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:

@@ -158,3 +158,17 @@ def test_the_check_reaches_every_depth_and_lists_every_finding():
         "d.defaults: a Hydra defaults list, which would compose other configs",
         "d.e: '${oc.env:HOME}', an interpolation that would be resolved",
     ]
+
+
+def test_a_model_checkpoint_state_naming_files_outside_its_folder_is_refused(segkit_checkpoint, tmp_path, make_config):
+    checkpoint = pickle.loads(pickle.dumps(segkit_checkpoint))
+    [state] = [state for state in checkpoint["callbacks"].values() if "best_k_models" in state]
+    keep = tmp_path / "precious.txt"
+    keep.write_text("not a checkpoint")
+    state["best_k_models"] = {str(keep): torch.tensor(0.0)}  # the worst of the top-k: deleted by the next save
+    path = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError, match=rf"{path}: refusing to build from this checkpoint: callbacks\.ModelCheckpoint"
+                                          rf".*: '{keep}', a checkpoint file outside the callback's folder None"):
+        train(make_config(f"ckpt_path={path}"))
+    assert keep.read_text() == "not a checkpoint"
