@@ -136,7 +136,8 @@ def read_checkpoint(path: _PATH, map_location: Any = "cpu", mmap: bool = False) 
     return checkpoint
 
 
-def read_trusted_checkpoint(path: _PATH, trusted_targets: Iterable[str] = (), mmap: bool = False) -> dict[str, Any]:
+def read_trusted_checkpoint(path: _PATH, trusted_targets: Iterable[str] | str = (), mmap: bool = False
+                            ) -> dict[str, Any]:
     """`read_checkpoint`, refused before anything is built when the checkpoint names a target that is
     neither segkit's own nor in `trusted_targets`, or holds anything else Hydra or Lightning would act on
     (`segkit.trust`). For every caller that builds objects from a checkpoint's config."""

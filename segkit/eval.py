@@ -66,10 +66,11 @@ def register_checkpoint_data(ckpt_path: str | Path, trusted_targets: Sequence[st
     ConfigStore.instance().store(group="data", name="checkpoint", node=data, provider="segkit.eval")
 
 
-def trusted_targets_override(overrides: Sequence[str]) -> list[str]:
-    """The `trusted_targets=[...]` of the command line: the checkpoint is checked before Hydra composes."""
+def trusted_targets_override(overrides: Sequence[str]) -> Sequence[str] | str:
+    """The `trusted_targets=` of the command line (a list or one name): the checkpoint is checked before Hydra
+    composes the config."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return next((list(override.value()) for override in parsed if override.key_or_group == "trusted_targets"), [])
+    return next((override.value() for override in parsed if override.key_or_group == "trusted_targets"), [])
 
 
 def _check_classes(module: SegmentationModule, datamodule: SegmentationDataModule, ckpt_path: str) -> None:

@@ -70,13 +70,14 @@ SEGKIT_TARGETS = frozenset({
 MODEL_CHECKPOINT_FILES = ("best_model_path", "kth_best_model_path", "last_model_path")
 
 
-def untrusted_entries(data: Any, trusted_targets: Iterable[str] = ()) -> list[str]:
+def untrusted_entries(data: Any, trusted_targets: Iterable[str] | str = ()) -> list[str]:
     """`<key path>: <what>` for every entry of `data` (a loaded checkpoint) that would make segkit import or
     call something outside `SEGKIT_TARGETS` and `trusted_targets`, or resolve anything; empty if none.
 
     Extra targets that `data` names are logged as a warning, since they run code a user chose to trust.
     """
-    extra = set(trusted_targets) - SEGKIT_TARGETS
+    extra = {trusted_targets} if isinstance(trusted_targets, str) else set(trusted_targets)  # one, or a list
+    extra -= SEGKIT_TARGETS
     entries, trusted_extra = [], set()
     for path, key, value in _entries(data, ""):
         if key == "_target_":

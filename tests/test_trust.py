@@ -148,6 +148,10 @@ def test_trusted_targets_extends_the_allow_list_with_a_warning(segkit_checkpoint
         checkpoint = read_trusted_checkpoint(path, ["my_models.build"])
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "my_models.build"
     assert "trusted_targets lists them: ['my_models.build']" in caplog.text
+    assert read_trusted_checkpoint(path, "my_models.build")  # one name, as trusted_targets=my_models.build gives
+    # segkit.eval checks the checkpoint before Hydra composes its config: from the command line.
+    assert segkit.eval.trusted_targets_override([f"ckpt_path={path}", "trusted_targets=[my_models.build,b.c]"]) == [
+        "my_models.build", "b.c"]
 
 
 def test_the_check_reaches_every_depth_and_lists_every_finding():
