@@ -32,7 +32,8 @@ from segkit.train import format_metrics, split_metrics
 
 log = logging.getLogger(__name__)
 
-OVERRIDABLE_KEYS = {"data", "ckpt_path", "paths", "trainer.accelerator", "trainer.devices", "trainer.precision"}
+OVERRIDABLE_KEYS = {"data", "ckpt_path", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
+                    "trainer.precision"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
 
@@ -57,11 +58,19 @@ def check_overrides(overrides: Sequence[str]) -> str:
     return ckpt_path
 
 
-def register_checkpoint_data(ckpt_path: str | Path) -> None:
+def register_checkpoint_data(ckpt_path: str | Path, trusted_targets: Sequence[str] = ()) -> None:
     """Makes the checkpoint's resolved data config the option `checkpoint` of the data group, which
-    conf/eval.yaml selects by default; Hydra then applies `data.*` overrides to it."""
-    data = read_training_config(ckpt_path)["data"]
+    conf/eval.yaml selects by default; Hydra then applies `data.*` overrides to it. A checkpoint naming
+    targets outside segkit's and `trusted_targets` is refused first (`segkit.trust`)."""
+    data = read_training_config(ckpt_path, trusted_targets)["data"]
     ConfigStore.instance().store(group="data", name="checkpoint", node=data, provider="segkit.eval")
+
+
+def trusted_targets_override(overrides: Sequence[str]) -> Sequence[str] | str:
+    """The `trusted_targets=` of the command line (a list or one name): the checkpoint is checked before Hydra
+    composes the config."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return next((override.value() for override in parsed if override.key_or_group == "trusted_targets"), [])
 
 
 def _check_classes(module: SegmentationModule, datamodule: SegmentationDataModule, ckpt_path: str) -> None:
@@ -82,7 +91,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The metrics of the checkpoint `cfg.ckpt_path` on the split `cfg.data.split` of `cfg.data`,
     written to `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
     `register_checkpoint_data(ckpt_path)`."""
-    module = load_module(cfg.ckpt_path)
+    module = load_module(cfg.ckpt_path, cfg.trusted_targets)
     datamodule = instantiate(cfg.data)
     _check_classes(module, datamodule, cfg.ckpt_path)
     # The normalisation of training: the data config's own, or else the network's.
@@ -122,7 +131,7 @@ def main() -> None:
     # Overrides are the arguments with a value or a deletion; the rest are Hydra's flags and their values.
     overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))]
     try:
-        register_checkpoint_data(check_overrides(overrides))
+        register_checkpoint_data(check_overrides(overrides), trusted_targets_override(overrides))
     except (ValueError, OSError, OverrideParseException) as error:
         sys.exit(f"segkit.eval: {error}")
     _hydra_main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from segkit.config import CONFIG_DIR
 from segkit.module import SegmentationModule
+from segkit.trust import overwritten_inputs
 
 FORMATS = ("onnx",)
 EXPORTERS = ("dynamo", "torchscript")
@@ -82,17 +84,22 @@ def onnx_max_abs_difference(net: nn.Module, path: Path, shapes: list[tuple[int, 
 
 
 def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "onnx",
-           example_size: tuple[int, int] = (64, 64), check: bool = True, exporter: str = "dynamo") -> dict[str, Any]:
+           example_size: tuple[int, int] = (64, 64), check: bool = True, exporter: str = "dynamo",
+           trusted_targets: Sequence[str] = ()) -> dict[str, Any]:
+    """Exports the network of a checkpoint (built only from segkit's targets and `trusted_targets`) to
+    `output`, by default beside the checkpoint with the .onnx suffix; never over the checkpoint itself."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not an export format; expected one of {list(FORMATS)}")
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    net = SegmentationModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).net
+    output = Path(output) if output else ckpt_path.with_suffix(".onnx")
+    if overwritten_inputs([output], [ckpt_path]):
+        raise ValueError(f"output={output} is the checkpoint ckpt_path={ckpt_path} itself: exporting would replace it; "
+                         "choose another output")
+    net = SegmentationModule.load_from_checkpoint(ckpt_path, map_location="cpu", trusted_targets=trusted_targets).net
     # channels_last was a training-speed choice; the exported graph takes plain NCHW tensors.
     net = net.to(memory_format=torch.contiguous_format)
     size = tuple(max(s, getattr(net, "min_size", 1)) for s in example_size)
-    path = export_onnx(net, Path(output) if output else ckpt_path.with_suffix(".onnx"), size, exporter)
+    path = export_onnx(net, output, size, exporter)
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "onnx": str(path), "exporter": exporter}
     if check:
         odd = tuple(s + 17 for s in size)  # another batch size and odd sizes: the dynamic axes must hold
@@ -103,7 +110,8 @@ def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    report = export(cfg.ckpt_path, cfg.output, cfg.format, tuple(cfg.example_size), cfg.check, cfg.exporter)
+    report = export(cfg.ckpt_path, cfg.output, cfg.format, tuple(cfg.example_size), cfg.check, cfg.exporter,
+                    cfg.trusted_targets)
     print(json.dumps(report, indent=2))
 
 

@@ -3,7 +3,8 @@ to N x C x H x W logits. It knows no dataset: classes, ignore index and weights 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,6 +14,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
+from segkit.checkpoints import read_trusted_checkpoint
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
 from segkit.schedules import BudgetSchedule, training_progress
@@ -104,6 +106,29 @@ class SegmentationModule(L.LightningModule):
         self.segkit_config: dict[str, Any] | None = None
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        trusted_targets: Iterable[str] = (),
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> SegmentationModule:
+        """Lightning's `load_from_checkpoint`, after `read_trusted_checkpoint` has read the file as plain data
+        and refused a config that names anything segkit does not build (a `CheckpointError` naming the file
+        and the key), so the network is built only from trusted targets; `trusted_targets` adds the user's own.
+        `weights_only` is always True: a segkit module never unpickles code.
+        """
+        if weights_only is False:
+            raise ValueError("SegmentationModule.load_from_checkpoint loads plain data only: weights_only=False "
+                             "is not supported")
+        read_trusted_checkpoint(checkpoint_path, trusted_targets, mmap=True)  # tensors stay on disk
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only=True,
+                                            **kwargs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))

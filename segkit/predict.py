@@ -31,6 +31,7 @@ from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
 from segkit.data.io import read_image
 from segkit.module import SegmentationModule
+from segkit.trust import overwritten_inputs
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,10 @@ class Predictor:
         self.colormap = data.colormap
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path, **options) -> Predictor:
+    def from_checkpoint(cls, ckpt_path: str | Path, trusted_targets: Sequence[str] = (), **options) -> Predictor:
         """The predictor of a checkpoint, with its training's datamodule (normalisation, palette, image
-        size); `options` are those of `Predictor`."""
-        module = load_module(ckpt_path)
+        size); `options` are those of `Predictor`. Only targets of segkit's and `trusted_targets` are built."""
+        module = load_module(ckpt_path, trusted_targets)
         # The training's datamodule, built but never set up: no file is read.
         data = instantiate(module.segkit_config["data"])
         data.use_normalisation_of(module.net)
@@ -176,7 +177,7 @@ def output_paths(inputs: Sequence[Path], output: Path, overlays: bool) -> list[t
     if clashes:
         raise ValueError(f"{clashes[0]} would be written for more than one input: inputs with the same file stem "
                          f"(or a stem ending in _overlay) need separate runs or output folders")
-    overwritten = sorted(str(p) for p in {t.resolve() for t in targets} & {p.resolve() for p in inputs})
+    overwritten = overwritten_inputs(targets, inputs)
     if overwritten:
         raise ValueError(f"output={output} would overwrite the input {overwritten[0]}; choose another output folder")
     return planned
@@ -206,9 +207,9 @@ def predict(cfg: DictConfig) -> list[Path]:
     output = Path(cfg.output)
     planned = output_paths(inputs, output, cfg.overlays)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    predictor = Predictor.from_checkpoint(cfg.ckpt_path, image_size=cfg.image_size, tta=cfg.tta,
-                                          sliding_window=cfg.sliding_window, window_overlap=cfg.window_overlap,
-                                          batch_size=cfg.batch_size, device=device)
+    predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.trusted_targets, image_size=cfg.image_size,
+                                          tta=cfg.tta, sliding_window=cfg.sliding_window,
+                                          window_overlap=cfg.window_overlap, batch_size=cfg.batch_size, device=device)
     output.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     start = time.perf_counter()

@@ -135,6 +135,7 @@ def _apply_lr_finder(cfg: DictConfig, run: Run, output_dir: Path) -> None:
     log.info("lr_find=true: training with the suggested lr %.3g instead of %s", result["suggested_lr"], cfg.optimizer.lr)
     cfg.optimizer.lr = result["suggested_lr"]
     run.module.hparams.optimizer["lr"] = result["suggested_lr"]
+    run.module.segkit_config["optimizer"]["lr"] = result["suggested_lr"]  # the checkpoints' config says what ran
 
 
 def split_metrics(results: dict[str, float], class_names: list[str], stage: str, split: str | None = None

@@ -21,7 +21,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segkit.checkpoints import CheckpointError, check_checkpoint_matches
+from segkit.checkpoints import (
+    FIXED_ON_RESUME,
+    CheckpointError,
+    check_checkpoint_matches,
+    check_resume_settings,
+    read_trusted_checkpoint,
+)
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import FileDataModule, SegmentationDataModule
 from segkit.data.files import check_on_bad_sample
@@ -53,9 +59,18 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path"):
         model = to_plain(cfg.model) if cfg.get("model") is not None else None
         try:
-            check_checkpoint_matches(cfg.ckpt_path, model, data.num_classes if data is not None else None)
+            # Resuming builds nothing from the checkpoint's config, but a file that names untrusted code is refused.
+            checkpoint = read_trusted_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or (), mmap=True)
+            check_checkpoint_matches(cfg.ckpt_path, model, data.num_classes if data is not None else None, checkpoint)
+            check_resume_settings(cfg.ckpt_path, {key: _resolved(cfg, key) for key in FIXED_ON_RESUME}, checkpoint)
         except CheckpointError as error:
             raise ConfigError(f"ckpt_path={error}") from error  # its message starts with the path
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    """The value at `key` (dotted) as plain, resolved data; None where absent."""
+    value = OmegaConf.select(cfg, key)
+    return to_plain(value) if isinstance(value, DictConfig) else value
 
 
 def _targets(cfg: DictConfig) -> Iterator[tuple[str, str]]:

@@ -13,6 +13,7 @@ from PIL import Image
 
 import segkit.eval
 from segkit.checkpoint import load_module, read_training_config
+from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, ShapesDataModule
 from segkit.data.io import read_image, read_mask_png
@@ -84,7 +85,7 @@ def test_a_checkpoint_without_training_config_is_refused_by_name(best, tmp_path)
         read_training_config(old)
     with pytest.raises(ValueError, match="carries no training config"):
         load_module(old)
-    with pytest.raises(FileNotFoundError, match="ckpt_path=.*missing.ckpt: no such checkpoint file"):
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'missing.ckpt'}: checkpoint not found"):
         load_module(tmp_path / "missing.ckpt")
 
 
@@ -221,6 +222,13 @@ def test_predict_refuses_unreadable_files_and_clashing_outputs(best, tmp_path):
         predict(compose_predict(best, f"input={twins}", f"output={tmp_path / 'out'}", output_dir=tmp_path))
     with pytest.raises(ValueError, match="would overwrite the input .*a.png"):
         predict(compose_predict(best, f"input={twins / 'a.png'}", f"output={twins}", output_dir=tmp_path))
+    # The same file under another name in the output folder: writing the mask would replace the input too.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a.png").hardlink_to(twins / "a.png")
+    with pytest.raises(ValueError, match=f"output={linked} would overwrite the input {twins / 'a.png'}"):
+        predict(compose_predict(best, f"input={twins / 'a.png'}", f"output={linked}", output_dir=tmp_path))
+    assert np.array_equal(read_image(twins / "a.png"), random_image(20, 20))
 
 
 def test_flip_tta_averages_the_image_and_its_mirror(best):

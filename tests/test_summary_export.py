@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.export import export, export_onnx, onnx_max_abs_difference
 from segkit.models import without_pretrained_weights
@@ -89,5 +90,22 @@ def test_export_command_exports_a_checkpoint(tmp_path):
     assert json.loads(result.stdout[result.stdout.index("{"):])["max_abs_difference"] < 1e-4
     with pytest.raises(ValueError, match=r"format='tflite'.*\['onnx'\]"):
         export(tmp_path / "tiny.ckpt", fmt="tflite")
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'missing.ckpt'}: checkpoint not found"):
         export(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("output", ["same", "relative", "symlink", "hardlink"])
+def test_export_refuses_to_write_over_its_checkpoint(tmp_path, monkeypatch, output):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"the trained weights")
+    monkeypatch.chdir(tmp_path)
+    target = {"same": checkpoint, "relative": Path("sub/../model.ckpt"), "symlink": tmp_path / "link.onnx",
+              "hardlink": tmp_path / "hard.onnx"}[output]
+    (tmp_path / "sub").mkdir()
+    if output == "symlink":
+        target.symlink_to(checkpoint)
+    elif output == "hardlink":
+        target.hardlink_to(checkpoint)
+    with pytest.raises(ValueError, match=f"output={target} is the checkpoint ckpt_path={checkpoint} itself"):
+        export(checkpoint, target)
+    assert checkpoint.read_bytes() == b"the trained weights"
