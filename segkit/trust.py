@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SEGKIT_TARGETS = frozenset({
     # What segkit builds from a checkpoint: network, datamodules, their transforms, optimizers, schedulers.
     "segkit.models.build_model",
+    "segkit.data.FolderDataModule",
     "segkit.data.PetsDataModule",
     "segkit.data.SBDDataModule",
     "segkit.data.ShapesDataModule",
@@ -50,6 +51,7 @@ SEGKIT_TARGETS = frozenset({
     "torch.optim.lr_scheduler.PolynomialLR",
     "torch.optim.lr_scheduler.ReduceLROnPlateau",
     "torch.optim.lr_scheduler.StepLR",
+    "segkit.schedules.BudgetSchedule",
     # What the stored training config also names, though segkit never builds it from a checkpoint.
     "lightning.pytorch.Trainer",
     "lightning.pytorch.callbacks.EarlyStopping",
@@ -58,6 +60,7 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.TensorBoardLogger",
+    "segkit.callbacks.RecomputeBatchNormStats",
     "segkit.callbacks.StopOnNonFiniteLoss",
     "segkit.checkpoints.AtomicCheckpointIO",
     "segkit.dashboard.WandbDashboard",
