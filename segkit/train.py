@@ -183,6 +183,10 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except SIGTERMException:
         sys.exit(INTERRUPTED_EXIT_CODE)  # CheckpointOnInterrupt has saved last.ckpt
+    except Exception:
+        # Hydra reports the error on the console only: the run's log file (train.log) keeps it too.
+        log.exception("training failed")
+        raise
     return metrics.get(cfg.optimized_metric)
 
 
