@@ -49,7 +49,8 @@ class StopOnNonFinite(Callback):
         finite = bool(torch.isfinite(loss).all())
         if trainer.strategy.reduce_boolean_decision(finite, all=True):
             return
-        loss_here = f"the training loss is {loss.item()}" if not finite else "another process's training loss is not finite"
+        loss_here = ("another process's training loss is not finite" if finite
+                     else f"the training loss is {loss.item()}")
         raise NonFiniteError(
             f"{loss_here} at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
             f"{trainer.fit_loop.epoch_loop.batch_idx}); training stopped before the weights were updated with it. "

@@ -82,7 +82,8 @@ BAD_CONFIGS = {
     "epochs not a number": (["trainer.max_epochs=abc"], r"trainer.max_epochs=abc: expected an integer >= 1"),
     "min epochs": (["trainer.min_epochs=9"], r"trainer.min_epochs=9: expected an integer from 0 to 1"),
     "cosine period": (["scheduler.T_max=0"], r"scheduler.T_max=0: expected an integer >= 1"),
-    "poly length": (["scheduler=poly", "scheduler.total_iters=-2"], r"scheduler.total_iters=-2: expected an integer >= 1"),
+    "poly length": (["scheduler=poly", "scheduler.total_iters=-2"],
+                    r"scheduler.total_iters=-2: expected an integer >= 1"),
     "step size": (["scheduler=step", "scheduler.gamma=0"], r"scheduler.gamma=0: expected a finite number > 0"),
     "seed not a number": (["seed=abc"], r"seed=abc: expected an integer from 0 to 4294967295"),
     "batch size": (["data.batch_size=0"], r"data.batch_size=0: expected an integer >= 1"),
@@ -137,3 +138,7 @@ def test_command_line_reports_the_config_error_and_exits_1(tmp_path):
     assert result.returncode == 1
     assert re.search(r"ConfigError: data.batch_size=0: expected an integer >= 1", result.stderr), result.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+    # The reason, with its traceback, is in the run's log file too, not only on the console.
+    logged = (tmp_path / "run" / "train.log").read_text()
+    assert "training failed" in logged and "Traceback" in logged
+    assert "ConfigError: data.batch_size=0: expected an integer >= 1" in logged

@@ -39,7 +39,8 @@ def require_file(path: Path, what: str) -> None:
         if error.errno == errno.ELOOP:
             raise InvalidFileError(f"{path}: {what} is a loop of symbolic links, expected a file") from None
         if path.is_symlink():
-            raise MissingFileError(f"{path}: {what} is a symbolic link to {os.readlink(path)}, which does not exist") from None
+            raise MissingFileError(
+                f"{path}: {what} is a symbolic link to {os.readlink(path)}, which does not exist") from None
         raise MissingFileError(f"{path}: {what} not found") from None
     if stat.S_ISDIR(status.st_mode):
         raise InvalidFileError(f"{path}: {what} is a folder, expected a file")
