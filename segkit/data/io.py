@@ -60,7 +60,8 @@ def _open_image(path: Path, what: str) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise InvalidFileError(
             f"{path}: the {what} is too large to decode safely ({error}); if the file is trusted, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS, otherwise replace it or set data.on_bad_sample=skip"
+            "PIL.Image.MAX_IMAGE_PIXELS, otherwise replace it (training skips it with "
+            "data.on_bad_sample=skip)"
         ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InvalidFileError(f"{path}: cannot decode the {what} ({error})") from error
