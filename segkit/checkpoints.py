@@ -19,7 +19,7 @@ import pickle
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zipfile import is_zipfile
 
 import torch
@@ -67,18 +67,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location=map_location)
 
 
+class _WriteErrorKeeper:
+    """A file's `write` that keeps the OSError it raised: torch's zip writer turns a failed write into
+    `RuntimeError: ... unexpected pos`, which no longer says that the disk is full."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
     """`torch.save(checkpoint, path)` that either replaces `path` whole or leaves it as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
+    writer: _WriteErrorKeeper | None = None
     try:
         with open(temporary, "wb") as file:
-            torch.save(checkpoint, file)
+            writer = _WriteErrorKeeper(file)
+            torch.save(checkpoint, writer)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException as error:
+    except BaseException as raised:
         temporary.unlink(missing_ok=True)
+        error = writer.error if writer is not None and writer.error is not None else raised
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free
             raise OSError(
@@ -86,7 +108,7 @@ def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
                 f"no space left on the device while saving checkpoint {path}: {free / 2**20:.1f} MiB free in "
                 f"{path.parent}. The previous checkpoint there is unchanged; free some space (or set "
                 "paths.log_dir to another disk) and resume with ckpt_path=<its last.ckpt>",
-            ) from error
+            ) from raised
         raise
     # The rename is durable only once the folder's entry is written too.
     folder = os.open(path.parent, os.O_RDONLY)

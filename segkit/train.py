@@ -186,6 +186,11 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except SIGTERMException:
         sys.exit(INTERRUPTED_EXIT_CODE)  # CheckpointOnInterrupt has saved last.ckpt
+    except Exception:
+        # Hydra reports the error on the console only; the run's log file (train.log) keeps it too, with its
+        # traceback (conf/hydra/default.yaml sends this logger to the file alone).
+        logging.getLogger("segkit.train.failure").exception("training failed")
+        raise
     return metrics.get(cfg.optimized_metric)
 
 

@@ -58,15 +58,22 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.callbacks.RichProgressBar",
-    "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.TensorBoardLogger",
     "segkit.callbacks.RecomputeBatchNormStats",
-    "segkit.callbacks.StopOnNonFiniteLoss",
+    "segkit.callbacks.StopOnNonFinite",
     "segkit.checkpoints.AtomicCheckpointIO",
     "segkit.dashboard.WandbDashboard",
     "segkit.dashboard.wandb_logger",
     "segkit.distributed.HydraDDPStrategy",
     "segkit.resume.LastCheckpoint",
+    "segkit.resume.ResumableCSVLogger",
+})
+
+# Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
+# checkpoints keep loading; segkit never builds them from a checkpoint.
+RETIRED_TARGETS = frozenset({
+    "lightning.pytorch.loggers.CSVLogger",
+    "segkit.callbacks.StopOnNonFiniteLoss",
 })
 
 # The files a ModelCheckpoint callback's state names, besides the keys of its `best_k_models`.
@@ -80,11 +87,11 @@ def untrusted_entries(data: Any, trusted_targets: Iterable[str] | str = ()) -> l
     Extra targets that `data` names are logged as a warning, since they run code a user chose to trust.
     """
     extra = {trusted_targets} if isinstance(trusted_targets, str) else set(trusted_targets)  # one, or a list
-    extra -= SEGKIT_TARGETS
+    extra -= SEGKIT_TARGETS | RETIRED_TARGETS
     entries, trusted_extra = [], set()
     for path, key, value in _entries(data, ""):
         if key == "_target_":
-            if isinstance(value, str) and value in SEGKIT_TARGETS:
+            if isinstance(value, str) and value in SEGKIT_TARGETS | RETIRED_TARGETS:
                 continue
             if isinstance(value, str) and value in extra:
                 trusted_extra.add(value)

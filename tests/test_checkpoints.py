@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,34 @@ def test_disk_full_names_the_path_and_free_space_and_keeps_the_previous(saved_ch
         AtomicCheckpointIO().save_checkpoint(checkpoint(1), path)
     assert raised.value.errno == errno.ENOSPC
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path | None:
+    """A 3 MB tmpfs in tmp_path (root can mount one), or None where mounting is not permitted."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True)
+    yield folder if mount.returncode == 0 else None
+    if mount.returncode == 0:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_under_torchs_zip_writer_is_reported_as_no_space(small_disk, tmp_path):
+    """torch's zip writer turns a write that failed with ENOSPC into `RuntimeError: ... unexpected pos`."""
+    folder = small_disk or tmp_path
+    path = folder / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
+    before = path.read_bytes()
+    if small_disk is None:
+        warnings.warn("mounting a 3 MB tmpfs is not permitted here: the full disk is simulated with /dev/full")
+        path.with_name("last.ckpt.tmp").symlink_to("/dev/full")  # every write fails with ENOSPC
+    larger_than_the_disk = {"epoch": 1, "state_dict": {"weight": torch.zeros(1_000_000)}}  # 4 MB
+    expected = rf"no space left on the device while saving checkpoint {path}: [0-9.]+ MiB free in {folder}\."
+    with pytest.raises(OSError, match=expected) as raised:
+        AtomicCheckpointIO().save_checkpoint(larger_than_the_disk, path)
+    assert raised.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and [p.name for p in folder.iterdir()] == ["last.ckpt"]
 
 
 def test_disk_full_during_training_stops_the_run_and_keeps_the_last_checkpoint(make_config, monkeypatch):

@@ -23,7 +23,7 @@ from segkit.predict import Predictor, list_images, predict, window_starts
 from segkit.train import train
 
 from .conftest import compose_train
-from .official_layouts import require_shared_pets, write_pets
+from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets
 
 REPO = Path(__file__).resolve().parent.parent
 WINDOW = (32, 32)  # TINY's data.image_size: the training size every predictor below defaults to
@@ -241,6 +241,13 @@ def test_flip_tta_averages_the_image_and_its_mirror(best):
     torch.testing.assert_close(tta.probabilities(image), expected)
     torch.testing.assert_close(tta.probabilities(mirrored), tta.probabilities(image).flip(-1))
     assert tta(image).shape == (40, 56)
+
+
+def test_predict_names_a_decompression_bomb(best, tmp_path):
+    bomb = tmp_path / "huge.png"
+    write_decompression_bomb(bomb)
+    with pytest.raises(InvalidFileError, match=f"{bomb}: the image is too large to decode safely"):
+        predict(compose_predict(best, f"input={bomb}", f"output={tmp_path / 'out'}", output_dir=tmp_path))
 
 
 def test_sliding_window_predicts_at_native_scale(best):

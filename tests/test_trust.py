@@ -176,3 +176,9 @@ def test_a_model_checkpoint_state_naming_files_outside_its_folder_is_refused(seg
                                           rf".*: '{keep}', a checkpoint file outside the callback's folder None"):
         train(make_config(f"ckpt_path={path}"))
     assert keep.read_text() == "not a checkpoint"
+
+
+def test_checkpoints_of_earlier_versions_name_retired_targets_and_still_load():
+    stored = {"segkit_config": {"callbacks": {"stop_on_non_finite_loss": {"_target_": "segkit.callbacks.StopOnNonFiniteLoss"}},
+                                "logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}}}
+    assert untrusted_entries(stored) == []
