@@ -139,7 +139,7 @@ def test_ddp_run_with_the_default_callbacks_trains_on_two_processes_into_one_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     module = SegmentationModule.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True)
     datamodule = instantiate(OmegaConf.load(run_dir / "config.yaml").data)
-    datamodule.mean, datamodule.std = module.net.input_mean, module.net.input_std
+    datamodule.use_normalisation_of(module.net)  # the data config's own mean and std, as training
     single = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     expected = single.validate(module, datamodule=datamodule, verbose=False)[0]
     assert metrics["val/miou"] == pytest.approx(expected["val/miou"], abs=1e-6)

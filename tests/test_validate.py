@@ -48,7 +48,7 @@ BAD_CONFIGS = {
                             r"segkit.data.PetsDataModule, "),
     "not a datamodule": (["data._target_=torch.nn.Identity"],
                          r"data._target_=torch.nn.Identity: expected a SegmentationDataModule; choose data=<one of "
-                         r"pets, sbd, shapes, voc, voc_aug>"),
+                         r"folder, pets, sbd, shapes, voc, voc_aug>, or subclass segkit.data.SegmentationDataModule"),
     "misspelt optimizer": (["optimizer._target_=torch.optim.Adamm"],
                            r"optimizer._target_=torch.optim.Adamm: cannot be imported; close names: "
                            r"torch.optim.Adam, "),
