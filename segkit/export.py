@@ -1,5 +1,9 @@
-"""python -m segkit.export ckpt_path=... [format=onnx] [output=model.onnx]: the trained network as an
-ONNX file with dynamic batch and spatial size, checked against PyTorch with onnxruntime.
+"""python -m segkit.export ckpt_path=... [format=onnx] [precision=fp32|fp16|int8] [output=model.onnx]: the
+trained network as an ONNX file with dynamic batch and spatial size, checked against PyTorch with
+onnxruntime, carrying in its metadata what `segkit.runtime` needs to run it without torch.
+
+    python -m segkit.export ckpt_path=... precision=int8 calibration=train calibration_images=32
+    python -m segkit.export ckpt_path=... precision=fp16
 
 SegNet's `max_unpool2d` has no ONNX export in torch (pytorch/pytorch#25088, #85388); segkit's unpooling
 is a scatter (`segkit.models.segnet.max_unpool2d`), which torch's exporter translates, so every segkit
@@ -9,6 +13,7 @@ model exports.
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,8 +24,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from segkit.checkpoint import load_module
 from segkit.config import CONFIG_DIR
-from segkit.module import SegmentationModule
+from segkit.deploy import (check_precision, convert_fp16, calibration_batches, model_metadata, quantize_int8,
+                           training_datamodule, write_metadata)
 
 FORMATS = ("onnx",)
 EXPORTERS = ("dynamo", "torchscript")
@@ -81,19 +88,38 @@ def onnx_max_abs_difference(net: nn.Module, path: Path, shapes: list[tuple[int, 
     return worst
 
 
-def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "onnx",
+def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "onnx", precision: str = "fp32",
+           calibration: str = "train", calibration_images: int = 32, data_root: str | Path | None = None,
            example_size: tuple[int, int] = (64, 64), check: bool = True, exporter: str = "dynamo") -> dict[str, Any]:
+    """Exports the checkpoint's network at `precision` (fp32, fp16 or int8, int8 calibrated on
+    `calibration_images` images of the split `calibration` read from `data_root`, default the training's
+    data.root) with the metadata `segkit.runtime` needs; `check` compares it with PyTorch in onnxruntime."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not an export format; expected one of {list(FORMATS)}")
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    net = SegmentationModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).net
+    check_precision(precision)
+    module = load_module(ckpt_path)
+    data = training_datamodule(module, **({} if data_root is None else {"root": str(data_root)}))
     # channels_last was a training-speed choice; the exported graph takes plain NCHW tensors.
-    net = net.to(memory_format=torch.contiguous_format)
+    net = module.net.to(memory_format=torch.contiguous_format)
     size = tuple(max(s, getattr(net, "min_size", 1)) for s in example_size)
-    path = export_onnx(net, Path(output) if output else ckpt_path.with_suffix(".onnx"), size, exporter)
-    report: dict[str, Any] = {"checkpoint": str(ckpt_path), "onnx": str(path), "exporter": exporter}
+    suffix = ".onnx" if precision == "fp32" else f".{precision}.onnx"
+    path = Path(output) if output else Path(ckpt_path).with_suffix(suffix)
+    report: dict[str, Any] = {"checkpoint": str(ckpt_path), "onnx": str(path), "precision": precision,
+                              "exporter": exporter}
+    if precision == "int8":  # read first: a bad split or count fails before the export's work
+        calibration_inputs = calibration_batches(data, calibration, calibration_images)
+        report["calibration"] = {"split": calibration, "images": len(calibration_inputs)}
+    if precision == "fp32":
+        export_onnx(net, path, size, exporter)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = export_onnx(net, Path(scratch) / "fp32.onnx", size, exporter)
+            if precision == "fp16":
+                convert_fp16(fp32, path)
+            else:
+                quantize_int8(fp32, path, calibration_inputs)
+    write_metadata(path, model_metadata(data, precision))
+    report["bytes"] = path.stat().st_size
     if check:
         odd = tuple(s + 17 for s in size)  # another batch size and odd sizes: the dynamic axes must hold
         report["max_abs_difference"] = onnx_max_abs_difference(net, path, [(1, net.in_channels, *size),
@@ -103,7 +129,8 @@ def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    report = export(cfg.ckpt_path, cfg.output, cfg.format, tuple(cfg.example_size), cfg.check, cfg.exporter)
+    report = export(cfg.ckpt_path, cfg.output, cfg.format, cfg.precision, cfg.calibration, cfg.calibration_images,
+                    cfg.data_root, tuple(cfg.example_size), cfg.check, cfg.exporter)
     print(json.dumps(report, indent=2))
 
 

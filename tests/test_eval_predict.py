@@ -15,7 +15,8 @@ import segkit.eval
 from segkit.checkpoint import load_module, read_training_config
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, ShapesDataModule
-from segkit.data.io import read_image, read_mask_png
+from segkit.data.io import read_mask_png
+from segkit.image_files import read_image
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.eval import check_overrides, evaluate, register_checkpoint_data
 from segkit.predict import Predictor, list_images, predict, window_starts

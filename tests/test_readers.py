@@ -20,7 +20,8 @@ from segkit.data import (
     VOCDataModule,
     VOCSegmentationDataset,
 )
-from segkit.data.io import read_image, read_mask_png, read_sbd_mat, read_split_file
+from segkit.data.io import read_mask_png, read_sbd_mat, read_split_file
+from segkit.image_files import read_image
 from segkit.data.palettes import voc_colours_to_ids, voc_ids_to_colours, voc_palette
 from segkit.module import segmentation_metrics
 

@@ -1,6 +1,6 @@
 from segkit.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, PadCollate, SegmentationDataModule, ShapesDataModule
 from segkit.data.files import FileDataModule, SegmentationFiles
-from segkit.data.io import DataError, InvalidFileError, MissingFileError
+from segkit.image_files import DataError, InvalidFileError, MissingFileError
 from segkit.data.palettes import PETS_CLASS_NAMES, VOC_CLASS_NAMES
 from segkit.data.pets import PetsDataModule, PetsDataset
 from segkit.data.sbd import SBDDataModule, SBDDataset

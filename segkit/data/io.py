@@ -1,8 +1,8 @@
-"""Decoding image, mask and split files as the datasets ship them, with errors that name the file.
+"""Decoding mask and split files as the datasets ship them, with errors that name the file (images:
+`segkit.image_files`).
 
-Real archives hold surprises: Pets has a GIF and an RGBA PNG named .jpg, some photos carry an EXIF
-rotation, masks come as palette PNGs, 8- or 16-bit grayscale PNGs or MATLAB structs. Everything here
-returns plain numpy arrays (images H x W x 3 uint8, raw masks H x W integers) or raises a `DataError`.
+Masks come as palette PNGs, 8- or 16-bit grayscale PNGs, RGB colour PNGs or MATLAB structs. Everything
+here returns plain numpy arrays (raw masks H x W integers) or raises a `DataError`.
 """
 
 from __future__ import annotations
@@ -13,54 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-
-class DataError(Exception):
-    """A dataset file that is missing or not what the reader expected; the message names the file."""
-
-
-class MissingFileError(DataError, FileNotFoundError):
-    """A file or folder of the dataset layout does not exist."""
-
-
-class InvalidFileError(DataError, ValueError):
-    """A file exists but is empty, corrupt or holds something other than what was expected."""
-
-
-def require_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise MissingFileError(f"{path}: {what} not found")
-    if path.stat().st_size == 0:
-        raise InvalidFileError(f"{path}: {what} is an empty file (0 bytes)")
-
-
-def _open_image(path: Path, what: str) -> Image.Image:
-    """The first frame of an image file, decoded fully now (so truncation shows here) and turned upright."""
-    require_file(path, what)
-    try:
-        image = Image.open(path)
-        image.load()
-        return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InvalidFileError(f"{path}: cannot decode the {what} ({error})") from error
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image, H x W x 3 uint8, from any format and mode PIL reads (grayscale, palette, RGBA, GIF)."""
-    image = _open_image(path, "image")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
-        # PIL's convert("RGB") clips 16-bit values at 255; rescale to 8 bits instead.
-        gray = (np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    # RGBA and transparent palette images: PIL drops alpha and keeps the stored colours.
-    return np.asarray(image.convert("RGB"))
+from segkit.image_files import InvalidFileError, MissingFileError, open_image, require_file
 
 
 def read_mask_png(path: Path, colour_to_id: Mapping[tuple[int, int, int], int] | None = None) -> np.ndarray:
     """The raw values of a mask PNG, H x W: palette indices, 8- or 16-bit gray levels, or, for an RGB mask
     and a `colour_to_id` map, the ids of its colours."""
-    image = _open_image(path, "mask")
+    image = open_image(path, "mask")
     if image.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
         # np.asarray of a palette image gives its indices, which is what palette masks store.
         return np.asarray(image)
