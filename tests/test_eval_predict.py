@@ -16,10 +16,10 @@ from segkit.checkpoint import load_module, read_training_config
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, ShapesDataModule
 from segkit.data.io import read_mask_png
-from segkit.image_files import read_image
 from segkit.data.palettes import TRIMAP_COLORMAP
+from segkit.deploy import export
 from segkit.eval import check_overrides, evaluate, register_checkpoint_data
-from segkit.export import export
+from segkit.image_files import read_image
 from segkit.predict import Predictor, predict, window_starts
 from segkit.runtime import OnnxSegmenter, list_images
 from segkit.train import train

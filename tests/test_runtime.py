@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkit.export import export_onnx
+from segkit.deploy import export_onnx
 from segkit.runtime import ModelMetadata, OnnxSegmenter, resize_bilinear
 
 METADATA = ModelMetadata(class_names=["pet", "background"], colormap=[[255, 128, 0], [0, 0, 0]], mean=[0.5] * 3,

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data.palettes import TRIMAP_COLORMAP
-from segkit.export import export, export_onnx, onnx_max_abs_difference
+from segkit.deploy import export, export_onnx, onnx_max_abs_difference
 from segkit.models import without_pretrained_weights
 from segkit.runtime import inference_session, read_metadata
 from segkit.summary import summarize
