@@ -105,14 +105,18 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
-def inference_session(path: str | Path, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """A CPU onnxruntime session of the ONNX file `path`; `threads`: intra-op threads (None: onnxruntime's default)."""
+def inference_session(path: str | Path, threads: int | None = None, spinning: bool = True) -> onnxruntime.InferenceSession:
+    """A CPU onnxruntime session of the ONNX file `path`; `threads`: intra-op threads (None: onnxruntime's
+    default); `spinning=False` stops its idle threads from spinning, which would take the CPU from
+    other work in the process (PyTorch timed in turn with it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"onnx_path={path}: no such ONNX file")
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -13,12 +13,14 @@ from hydra.utils import instantiate
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import export, export_onnx, onnx_max_abs_difference
+from segkit.export_bench import measure_precisions
 from segkit.models import without_pretrained_weights
 from segkit.runtime import inference_session, read_metadata
 from segkit.summary import summarize
-from segkit.train import build
+from segkit.train import build, train
 
 from .conftest import compose_train
+from .official_layouts import require_shared_pets
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
@@ -155,3 +157,20 @@ def test_exports_carry_the_metadata_the_runtime_needs(dsc_exports):
     assert json.loads(props["segkit.image_size"]) == [32, 32] and json.loads(props["segkit.size_divisor"]) == 16
     assert json.loads(props["segkit.precision"]) == "fp16"
     assert json.loads(props["segkit.segkit_version"]) == importlib.metadata.version("segkit")
+
+
+@pytest.mark.slow
+def test_int8_dsc_segnet_keeps_the_pets_miou_of_fp32_in_a_third_of_the_size(tmp_path):
+    root = require_shared_pets()
+    cfg = compose_train("experiment=pets_dsc_segnet", f"data.root={root}", "data.image_size=[64,64]",
+                        "data.num_workers=0", "trainer.max_epochs=15", "trainer.check_val_every_n_epoch=1000",
+                        "trainer.accelerator=cpu", "callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false",
+                        output_dir=tmp_path / "train", tiny=False)
+    checkpoint = train(cfg)["last_checkpoint"]
+    rows = {row["precision"]: row for row in measure_precisions(checkpoint, tmp_path / "onnx", ("fp32", "int8"),
+                                                                threads=1, rounds=3)}
+    fp32, int8 = rows["fp32"], rows["int8"]
+    assert fp32["pytorch_miou"] > 0.4  # a model that learnt the pets, so that keeping its mIoU means something
+    assert fp32["miou"] == pytest.approx(fp32["pytorch_miou"], abs=1e-3)
+    assert int8["miou"] == pytest.approx(fp32["miou"], abs=0.02)
+    assert int8["bytes"] <= fp32["bytes"] / 3
