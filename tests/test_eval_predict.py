@@ -337,13 +337,13 @@ class NotInstalled:
 
 sys.meta_path.insert(0, NotInstalled())
 from segkit.image_files import read_image
-from segkit.runtime import OnnxSegmenter, segment_files
+from segkit.runtime import OnnxSegmenter, main
 
 segmenter = OnnxSegmenter({onnx_path!r})
 image = read_image(Path({photo!r}))
 np.save({arrays!r} + "/logits.npy", segmenter.logits(image))
 np.save({arrays!r} + "/mask.npy", segmenter(image))
-segment_files(segmenter, segmenter.colormap, [{photo!r}], {output!r})
+main([{onnx_path!r}, {photo!r}, "--output", {output!r}])  # python -m segkit.runtime
 """
 
 
