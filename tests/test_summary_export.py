@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data.palettes import TRIMAP_COLORMAP
-from segkit.deploy import export, export_onnx, onnx_max_abs_difference
+from segkit.deploy import convert_fp16, export, export_onnx, onnx_max_abs_difference
 from segkit.export_bench import measure_precisions
 from segkit.models import without_pretrained_weights
 from segkit.runtime import inference_session, read_metadata
@@ -73,6 +73,9 @@ def test_every_model_exports_to_onnx_with_dynamic_batch_and_size(make_config, tm
             module.running_var.uniform_(0.5, 2.0)
     path = export_onnx(net, tmp_path / f"{name}.onnx", (64, 64), exporter)
     assert onnx_max_abs_difference(net, path, [(1, 3, 64, 64), (2, 3, 97, 131)]) < 1e-4
+    # Each exporter's graph converts to fp16 into a file onnxruntime loads and runs.
+    fp16 = convert_fp16(path, tmp_path / f"{name}.fp16.onnx")
+    assert onnx_max_abs_difference(net, fp16, [(1, 3, 64, 64)]) < 0.5
 
 
 def save_untrained_checkpoint(path: Path, *overrides: str) -> Path:
