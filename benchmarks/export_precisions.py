@@ -60,9 +60,9 @@ def main() -> None:
     options = {"threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
                "data_root": args.data_root, "calibration_images": args.calibration_images}
     checkpoint = Path(args.checkpoint)
-    results = {read_training_config(checkpoint)["model"]["name"]: measure_precisions(checkpoint, output, miou_split=args.miou_split,
-                                                                                       **options)}
-    data = read_training_config(checkpoint)["data"]
+    config = read_training_config(checkpoint)
+    results = {config["model"]["name"]: measure_precisions(checkpoint, output, miou_split=args.miou_split, **options)}
+    data = config["data"]
     for model in args.untrained:
         untrained = save_untrained_checkpoint(model, data, output / f"{model}-untrained.ckpt")
         results[f"{model} (untrained)"] = measure_precisions(untrained, output, miou_split=None, **options)

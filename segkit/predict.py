@@ -145,7 +145,8 @@ def predict(cfg: DictConfig) -> list[Path]:
         raise ValueError("give one of ckpt_path=... (a checkpoint) and onnx_path=... (an export of segkit.export)")
     if cfg.onnx_path is not None:
         if cfg.sliding_window:
-            raise ValueError("sliding_window=true needs ckpt_path=...: the ONNX runtime predicts on resized images only")
+            raise ValueError("sliding_window=true needs ckpt_path=...: the ONNX runtime predicts on resized "
+                             "images only")
         if cfg.device not in ("auto", "cpu"):
             raise ValueError(f"device={cfg.device}: onnx_path=... runs on onnxruntime's CPU provider; use device=cpu")
         segmenter = OnnxSegmenter(cfg.onnx_path, image_size=cfg.image_size, tta=cfg.tta)

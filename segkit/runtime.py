@@ -1,7 +1,7 @@
 """Running an exported segkit model with onnxruntime alone: this module imports numpy, pillow and
 onnxruntime (and the standard library), never torch or Lightning, so a deployment installs just those.
 
-    python -m segkit.runtime model.int8.onnx photos/ --output masks/       # or, with torch: segkit.predict onnx_path=...
+    python -m segkit.runtime model.int8.onnx photos/ --output masks/   # with torch: segkit.predict onnx_path=...
 
 `segkit.export` writes what inference needs into the file's metadata (`metadata_props`, keys
 `segkit.*`, JSON values): the classes and their colours, the input normalisation, the training image
@@ -105,7 +105,8 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
-def inference_session(path: str | Path, threads: int | None = None, spinning: bool = True) -> onnxruntime.InferenceSession:
+def inference_session(path: str | Path, threads: int | None = None,
+                      spinning: bool = True) -> onnxruntime.InferenceSession:
     """A CPU onnxruntime session of the ONNX file `path`; `threads`: intra-op threads (None: onnxruntime's
     default); `spinning=False` stops its idle threads from spinning, which would take the CPU from
     other work in the process (PyTorch timed in turn with it)."""
@@ -247,8 +248,8 @@ def segment_files(segment: Callable[[np.ndarray], np.ndarray], colormap: np.ndar
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m segkit.runtime",
-                                     description="Masks and overlays of images from a segkit ONNX export, without torch.")
+    parser = argparse.ArgumentParser(prog="python -m segkit.runtime", description="Masks and overlays of images "
+                                     "from a segkit ONNX export, without torch.")
     parser.add_argument("onnx_path", help="a file written by python -m segkit.export")
     parser.add_argument("inputs", nargs="+", help="image files or folders")
     parser.add_argument("--output", default="masks", help="folder for <stem>.png and <stem>_overlay.png")

@@ -275,7 +275,8 @@ TINY_DATA = ["data=shapes", "data.image_size=[32,32]", "data.num_train=32", "dat
 def exports(trained, tmp_path_factory) -> dict[str, Path]:
     """The best checkpoint of `trained` as fp32 and int8 ONNX files (int8 calibrated on 8 training images)."""
     folder = tmp_path_factory.mktemp("onnx")
-    return {precision: Path(export(trained[1]["best_checkpoint"], folder / f"best.{precision}.onnx", precision=precision,
+    best_checkpoint = trained[1]["best_checkpoint"]
+    return {precision: Path(export(best_checkpoint, folder / f"best.{precision}.onnx", precision=precision,
                                    calibration_images=8, exporter="torchscript", check=False)["onnx"])
             for precision in ("fp32", "int8")}
 
@@ -358,8 +359,9 @@ def test_runtime_predicts_a_real_photo_like_the_checkpoint_without_torch(best, e
     image = read_image(photo)
     # The training pipeline's resize and normalisation, to within one grey level: cv2 resizes uint8
     # images in fixed-point arithmetic, the runtime in floats rounded to levels.
-    levels = (OnnxSegmenter(exports["fp32"]).preprocess(image)[0]
-              - predictor.resize_and_normalise(image=image)["image"].numpy()) * 255 * np.array(SHAPES_STD)[:, None, None]
+    difference = (OnnxSegmenter(exports["fp32"]).preprocess(image)[0]
+                  - predictor.resize_and_normalise(image=image)["image"].numpy())
+    levels = difference * 255 * np.array(SHAPES_STD)[:, None, None]
     assert np.abs(levels).max() <= 1 + 1e-4
     logits, expected = np.load(tmp_path / "logits.npy"), predictor.logits(image).numpy()
     assert logits.shape == expected.shape == (3, *image.shape[:2])
