@@ -7,25 +7,19 @@ classes, palette and input normalisation all come from it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from segkit.checkpoints import read_checkpoint
+from segkit.checkpoints import CheckpointError, read_trusted_checkpoint
 from segkit.module import SegmentationModule
 
 CONFIG_KEY = "segkit_config"
 
 
-def _require_checkpoint(ckpt_path: str | Path) -> Path:
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    return path
-
-
-def _require_config(config: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+def _require_config(config: dict[str, Any] | None, path: str | Path) -> dict[str, Any]:
     if config is None:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: the checkpoint carries no training config ({CONFIG_KEY!r}); it was written by a segkit "
             f"older than segkit.eval and segkit.predict, or not by segkit.train. Retrain, or use "
             f"SegmentationModule.load_from_checkpoint with a datamodule built from the training config"
@@ -33,15 +27,15 @@ def _require_config(config: dict[str, Any] | None, path: Path) -> dict[str, Any]
     return config
 
 
-def read_training_config(ckpt_path: str | Path) -> dict[str, Any]:
-    """The resolved training config stored in a checkpoint, read without loading its weights into memory."""
-    path = _require_checkpoint(ckpt_path)
-    return _require_config(read_checkpoint(path, mmap=True).get(CONFIG_KEY), path)
+def read_training_config(ckpt_path: str | Path, trusted_targets: Iterable[str] = ()) -> dict[str, Any]:
+    """The resolved training config stored in a checkpoint, read without loading its weights into memory and
+    refused (`CheckpointError`) if it names targets outside segkit's and `trusted_targets` (`segkit.trust`)."""
+    return _require_config(read_trusted_checkpoint(ckpt_path, trusted_targets, mmap=True).get(CONFIG_KEY), ckpt_path)
 
 
-def load_module(ckpt_path: str | Path) -> SegmentationModule:
-    """The trained module of a checkpoint, on the CPU, in eval mode, with `segkit_config` set."""
-    path = _require_checkpoint(ckpt_path)
-    module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    _require_config(module.segkit_config, path)
+def load_module(ckpt_path: str | Path, trusted_targets: Iterable[str] = ()) -> SegmentationModule:
+    """The trained module of a checkpoint, on the CPU, in eval mode, with `segkit_config` set; built only
+    from targets of segkit's and `trusted_targets` (`SegmentationModule.load_from_checkpoint`)."""
+    module = SegmentationModule.load_from_checkpoint(ckpt_path, map_location="cpu", trusted_targets=trusted_targets)
+    _require_config(module.segkit_config, ckpt_path)
     return module.eval()

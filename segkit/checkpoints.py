@@ -4,7 +4,9 @@
   `<file>.tmp` beside it, fsyncs and renames it over the old file, so a run killed while saving keeps
   the previous checkpoint whole; a full disk is reported with the path and the free space.
 - `read_checkpoint` loads with `torch.load(weights_only=True)`: plain data and tensors only, so a
-  crafted file cannot run code; a corrupt or foreign file fails naming it.
+  crafted file cannot run code; a corrupt or foreign file fails naming it and what is wrong with it.
+- `read_trusted_checkpoint` also refuses a checkpoint whose config names anything segkit would not build
+  (`segkit.trust`): every caller that builds objects from a checkpoint's config reads it so.
 - `check_checkpoint_matches` tells, before any weight is copied, that a checkpoint was trained for
   another network or number of classes than the config asks for.
 """
@@ -15,9 +17,10 @@ import errno
 import os
 import pickle
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from zipfile import is_zipfile
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -26,6 +29,10 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from segkit.models import without_pretrained_weights
+from segkit.trust import untrusted_entries
+
+# Words of the lines of torch's loading errors that advise loading unsafely or filing an issue.
+TORCH_ADVICE = ("weights_only", "file an issue", "Check the documentation")
 
 
 class CheckpointError(ValueError):
@@ -60,18 +67,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location=map_location)
 
 
+class _WriteErrorKeeper:
+    """A file's `write` that keeps the OSError it raised: torch's zip writer turns a failed write into
+    `RuntimeError: ... unexpected pos`, which no longer says that the disk is full."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
     """`torch.save(checkpoint, path)` that either replaces `path` whole or leaves it as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
+    writer: _WriteErrorKeeper | None = None
     try:
         with open(temporary, "wb") as file:
-            torch.save(checkpoint, file)
+            writer = _WriteErrorKeeper(file)
+            torch.save(checkpoint, writer)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException as error:
+    except BaseException as raised:
         temporary.unlink(missing_ok=True)
+        error = writer.error if writer is not None and writer.error is not None else raised
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free
             raise OSError(
@@ -79,7 +108,7 @@ def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
                 f"no space left on the device while saving checkpoint {path}: {free / 2**20:.1f} MiB free in "
                 f"{path.parent}. The previous checkpoint there is unchanged; free some space (or set "
                 "paths.log_dir to another disk) and resume with ckpt_path=<its last.ckpt>",
-            ) from error
+            ) from raised
         raise
     # The rename is durable only once the folder's entry is written too.
     folder = os.open(path.parent, os.O_RDONLY)
@@ -90,30 +119,58 @@ def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
 
 
 def read_checkpoint(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint loaded with `torch.load(weights_only=True)`, with errors that name the file.
+    """A checkpoint loaded with `torch.load(weights_only=True)`, with errors that name the file: the one
+    reader of checkpoint files. A caller that builds anything from its config reads it with
+    `read_trusted_checkpoint` instead.
 
     `mmap=True` leaves the tensors on disk, for callers that only read the small entries around them.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: an empty file (0 bytes), not a checkpoint; was its saving cut off?")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        # torch maps only its zip format; any other file is read whole, so its own error can name what it is.
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zipfile(path))
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
-        refused = next((line for line in str(error).splitlines() if "GLOBAL" in line), str(error).splitlines()[0])
+        # torch's message advises loading with weights_only=False, the unsafe way: only its findings are kept.
+        findings = [line.strip() for line in str(error).splitlines()
+                    if line.strip() and not any(word in line for word in TORCH_ADVICE)]
+        refused = next((line for line in findings if "GLOBAL" in line), None)
+        if refused is None:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({size} bytes that torch.save did not write: "
+                                  f"{' '.join(findings) or error})") from error
         raise CheckpointError(
             f"{path}: refusing to load: the file holds Python objects other than tensors and plain data, which "
-            f"would run code while unpickling ({refused.strip()}). segkit checkpoints never do; use one written "
+            f"would run code while unpickling ({refused}). segkit checkpoints never do; use one written "
             "by segkit, or load this one yourself only if you trust its source"
         ) from error
     except (RuntimeError, EOFError, KeyError, ValueError) as error:
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({type(error).__name__}: {error})"
-        ) from error
+        first_sentence = str(error).split(". ")[0]  # torch's finding; its advice follows
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({size} bytes), truncated or corrupt "
+                              f"({type(error).__name__}: {first_sentence})") from error
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dictionary, found a {type(checkpoint).__name__}")
+    return checkpoint
+
+
+def read_trusted_checkpoint(path: _PATH, trusted_targets: Iterable[str] | str = (), mmap: bool = False
+                            ) -> dict[str, Any]:
+    """`read_checkpoint`, refused before anything is built when the checkpoint names a target that is
+    neither segkit's own nor in `trusted_targets`, or holds anything else Hydra or Lightning would act on
+    (`segkit.trust`). For every caller that builds objects from a checkpoint's config."""
+    checkpoint = read_checkpoint(path, mmap=mmap)
+    untrusted = untrusted_entries(checkpoint, trusted_targets)
+    if untrusted:
+        raise CheckpointError(
+            f"{path}: refusing to build from this checkpoint: {'; '.join(untrusted)}. segkit's checkpoints name only "
+            "segkit's own targets (segkit.trust.SEGKIT_TARGETS); for a checkpoint of your own model whose code you "
+            "trust, list its targets in trusted_targets=[...]"
+        )
     return checkpoint
 
 
@@ -173,3 +230,30 @@ def check_checkpoint_matches(
             "or another checkpoint"
         )
     return dict(hparams)
+
+
+# Settings a resumed run takes from its checkpoint whatever the config says, so a changed value would not run:
+# the restored optimizer and scheduler states carry their lr, momentum and schedule (T_max, milestones), the
+# restored weights the loss's class weights; the seed, batch size and training-set size decide which samples
+# of the interrupted epoch are already trained. (The model and class count: `check_checkpoint_matches`.)
+FIXED_ON_RESUME = ("optimizer", "scheduler", "loss", "seed", "data.batch_size", "data.num_train")
+
+
+def check_resume_settings(path: _PATH, settings: Mapping[str, Any], checkpoint: Mapping[str, Any]) -> None:
+    """Raises a `CheckpointError` naming each setting that a resumed run would change from the run that wrote
+    `checkpoint`: `settings` maps each key of `FIXED_ON_RESUME` to its resolved value in the new config.
+    Checkpoints without their training config pass."""
+    stored = checkpoint.get("segkit_config")
+    if not isinstance(stored, Mapping):
+        return
+    ours, theirs = _flatten(settings), _flatten(stored)
+    changed = [f"{key} (checkpoint {theirs.get(key, '<absent>')!r}, config {ours.get(key, '<absent>')!r})"
+               for key in sorted(set(ours) | set(theirs))
+               if any(key == fixed or key.startswith(f"{fixed}.") for fixed in FIXED_ON_RESUME)
+               and ours.get(key) != theirs.get(key)]
+    if changed:
+        raise CheckpointError(
+            f"{path}: resuming cannot change {', '.join(changed)}: the run continues with the optimizer, scheduler "
+            "and loss state of the checkpoint and its place in the epoch. Resume with the checkpoint's values (its "
+            "run's config.yaml), or start a new run for new settings"
+        )

@@ -1,10 +1,13 @@
-"""Where segkit's Hydra configs live and how entry points turn them into plain data."""
+"""Where segkit's Hydra configs live, how entry points turn them into plain data, and the resolver that gives
+every run its own folder."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 # conf/ sits beside the package in the project root; segkit is installed editable (`make install`).
@@ -17,3 +20,34 @@ def to_plain(cfg: DictConfig | None) -> Any:
     if cfg is None or (isinstance(cfg, DictConfig) and not cfg):
         return None
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _data_num_classes(*, _parent_: DictConfig) -> int:
+    """`num_classes: ${data_num_classes:}` in a data config: the number of classes its datamodule finds
+    from that config (data=folder: from the folder), so the model's `num_classes` follows."""
+    return len(get_class(_parent_._target_).config_class_names(_parent_))
+
+
+# Registered here, in the module every command (and test) imports CONFIG_DIR from, so that any config
+# composed with it resolves, whichever datamodule was imported.
+OmegaConf.register_new_resolver("data_num_classes", _data_num_classes, replace=True)
+
+
+def new_folder(path: str) -> str:
+    """Creates and returns `path`, or `path_1`, `path_2`, ... when it exists: the folder of a run that no other
+    run shares. `os.mkdir` fails when the folder exists, also for a process doing the same at the same moment, so
+    two runs started in the same second (the run folders' names) still get a folder each."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count():
+        candidate = base.with_name(f"{base.name}_{number}") if number else base
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return str(candidate)
+
+
+# conf/hydra/default.yaml: hydra.run.dir and hydra.sweep.dir. Cached, as Hydra's ${now:} is: every reading of the
+# run folder in one run gives the same one, and a multirun's jobs share their sweep folder (Hydra copies the cache).
+OmegaConf.register_new_resolver("new_folder", new_folder, use_cache=True, replace=True)

@@ -34,21 +34,28 @@ SPLITS = ("train", "val")
 
 
 class _SampleScan(Dataset):
-    """Per sample: its id, its mask's pixel count per value (None if unreadable) and its problem (or None)."""
+    """Per sample: its id, its mask's pixel count per value (None if unreadable) and its problem (or None): an
+    unreadable file, or a mask with no pixel of any of the `num_classes` classes."""
 
-    def __init__(self, reader: SegmentationFiles) -> None:
+    def __init__(self, reader: SegmentationFiles, num_classes: int) -> None:
         self.reader = reader
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str | None]:
-        sample_id = self.reader.samples[index].sample_id
+        sample = self.reader.samples[index]
         try:
             _, mask = self.reader.load(index)
         except DataError as error:
-            return sample_id, None, str(error)
-        return sample_id, np.bincount(mask.ravel(), minlength=256), None
+            return sample.sample_id, None, str(error)
+        counts = np.bincount(mask.ravel(), minlength=256)
+        if counts[: self.num_classes].sum() == 0:
+            values = np.flatnonzero(counts).tolist()
+            return sample.sample_id, counts, (f"{sample.mask}: mask has no labelled pixel (only values {values}), so "
+                                              "the sample adds nothing to the loss or the metrics")
+        return sample.sample_id, counts, None
 
 
 def _as_read(item: tuple[str, np.ndarray | None, str | None]) -> tuple[str, np.ndarray | None, str | None]:
@@ -60,11 +67,12 @@ def check_split(reader: SegmentationFiles, class_names: tuple[str, ...], ignore_
     pixels = np.zeros(256, dtype=np.int64)
     problems = []
     # batch_size=None: one sample at a time; the collate function leaves numpy arrays as they are.
-    loader = DataLoader(_SampleScan(reader), batch_size=None, num_workers=num_workers, collate_fn=_as_read)
+    loader = DataLoader(_SampleScan(reader, len(class_names)), batch_size=None, num_workers=num_workers,
+                        collate_fn=_as_read)
     for sample_id, counts, problem in loader:
         if problem is not None:
             problems.append({"sample": sample_id, "problem": problem})
-        else:
+        if counts is not None:
             pixels += counts
     labelled = int(sum(pixels[i] for i in range(len(class_names))))
     return {

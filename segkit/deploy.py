@@ -33,6 +33,7 @@ from segkit.checkpoint import load_module
 from segkit.data import SegmentationDataModule
 from segkit.module import SegmentationModule
 from segkit.runtime import PRECISIONS, ModelMetadata, inference_session, read_metadata
+from segkit.trust import overwritten_inputs
 
 FORMATS = ("onnx",)
 EXPORTERS = ("dynamo", "torchscript")
@@ -205,20 +206,26 @@ def onnx_max_abs_difference(net: nn.Module, path: Path, shapes: list[tuple[int, 
 
 def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "onnx", precision: str = "fp32",
            calibration: str = "train", calibration_images: int = 32, data_root: str | Path | None = None,
-           example_size: tuple[int, int] = (64, 64), check: bool = True, exporter: str = "dynamo") -> dict[str, Any]:
-    """Exports the checkpoint's network at `precision` (fp32, fp16 or int8, int8 calibrated on
-    `calibration_images` images of the split `calibration` read from `data_root`, default the training's
-    data.root) with the metadata `segkit.runtime` needs; `check` compares it with PyTorch in onnxruntime."""
+           example_size: tuple[int, int] = (64, 64), check: bool = True, exporter: str = "dynamo",
+           trusted_targets: Sequence[str] = ()) -> dict[str, Any]:
+    """Exports the checkpoint's network (built only from segkit's targets and `trusted_targets`) at `precision`
+    (fp32, fp16 or int8, int8 calibrated on `calibration_images` images of the split `calibration` read from
+    `data_root`, default the training's data.root) with the metadata `segkit.runtime` needs, to `output`
+    (default beside the checkpoint), never over the checkpoint itself; `check` compares it with PyTorch in
+    onnxruntime."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not an export format; expected one of {list(FORMATS)}")
     check_precision(precision)
-    module = load_module(ckpt_path)
+    suffix = ".onnx" if precision == "fp32" else f".{precision}.onnx"
+    path = Path(output) if output else Path(ckpt_path).with_suffix(suffix)
+    if overwritten_inputs([path], [Path(ckpt_path)]):
+        raise ValueError(f"output={path} is the checkpoint ckpt_path={ckpt_path} itself: exporting would replace it; "
+                         "choose another output")
+    module = load_module(ckpt_path, trusted_targets)
     data = training_datamodule(module, **({} if data_root is None else {"root": str(data_root)}))
     # channels_last was a training-speed choice; the exported graph takes plain NCHW tensors.
     net = module.net.to(memory_format=torch.contiguous_format)
     size = tuple(max(s, getattr(net, "min_size", 1)) for s in example_size)
-    suffix = ".onnx" if precision == "fp32" else f".{precision}.onnx"
-    path = Path(output) if output else Path(ckpt_path).with_suffix(suffix)
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "onnx": str(path), "precision": precision,
                               "exporter": exporter}
     if precision == "int8":  # read first: a bad split or count fails before the export's work

@@ -38,7 +38,8 @@ from segkit.train import format_metrics, split_metrics
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("ckpt_path", "onnx_path")
-OVERRIDABLE_KEYS = {"data", "paths", "trainer.accelerator", "trainer.devices", "trainer.precision"}
+OVERRIDABLE_KEYS = {"data", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
+                    "trainer.precision"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
 
@@ -57,7 +58,7 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, paths.*, "
+                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, paths.*, "
                 f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
         data_chosen |= key == "data"
@@ -71,11 +72,19 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
     return key, path
 
 
-def register_checkpoint_data(ckpt_path: str | Path) -> None:
+def register_checkpoint_data(ckpt_path: str | Path, trusted_targets: Sequence[str] = ()) -> None:
     """Makes the checkpoint's resolved data config the option `checkpoint` of the data group, which
-    conf/eval.yaml selects by default; Hydra then applies `data.*` overrides to it."""
-    data = read_training_config(ckpt_path)["data"]
+    conf/eval.yaml selects by default; Hydra then applies `data.*` overrides to it. A checkpoint naming
+    targets outside segkit's and `trusted_targets` is refused first (`segkit.trust`)."""
+    data = read_training_config(ckpt_path, trusted_targets)["data"]
     ConfigStore.instance().store(group="data", name="checkpoint", node=data, provider="segkit.eval")
+
+
+def trusted_targets_override(overrides: Sequence[str]) -> Sequence[str] | str:
+    """The `trusted_targets=` of the command line (a list or one name): the checkpoint is checked before Hydra
+    composes the config."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return next((override.value() for override in parsed if override.key_or_group == "trusted_targets"), [])
 
 
 def _check_classes(module: SegmentationModule, datamodule: SegmentationDataModule, ckpt_path: str) -> None:
@@ -107,7 +116,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trainer = instantiate(cfg.trainer, accelerator="cpu", precision="32-true")
     else:
         source = {"checkpoint": str(cfg.ckpt_path)}
-        module = load_module(cfg.ckpt_path)
+        module = load_module(cfg.ckpt_path, cfg.trusted_targets)
         precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
         trainer = instantiate(cfg.trainer, precision=precision)
     _check_classes(module, datamodule, next(iter(source.values())))
@@ -149,7 +158,7 @@ def main() -> None:
     try:
         key, path = check_overrides(overrides)
         if key == "ckpt_path":
-            register_checkpoint_data(path)
+            register_checkpoint_data(path, trusted_targets_override(overrides))
     except (ValueError, OSError, OverrideParseException) as error:
         sys.exit(f"segkit.eval: {error}")
     _hydra_main()

@@ -22,7 +22,8 @@ from segkit.deploy import export
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
     report = export(cfg.ckpt_path, cfg.output, cfg.format, cfg.precision, cfg.calibration, cfg.calibration_images,
-                    cfg.data_root, tuple(cfg.example_size), cfg.check, cfg.exporter)
+                    cfg.data_root, tuple(cfg.example_size), cfg.check, cfg.exporter,
+                    cfg.trusted_targets)
     print(json.dumps(report, indent=2))
 
 

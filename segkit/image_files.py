@@ -7,6 +7,9 @@ rotation. Images come back as H x W x 3 uint8 arrays, or a `DataError` is raised
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +29,21 @@ class InvalidFileError(DataError, ValueError):
 
 
 def require_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise MissingFileError(f"{path}: {what} not found")
-    if path.stat().st_size == 0:
+    """Raises a `DataError` that says what `path` is when it is not a non-empty file."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InvalidFileError(f"{path}: {what} is a loop of symbolic links, expected a file") from None
+        if path.is_symlink():
+            raise MissingFileError(
+                f"{path}: {what} is a symbolic link to {os.readlink(path)}, which does not exist") from None
+        raise MissingFileError(f"{path}: {what} not found") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise InvalidFileError(f"{path}: {what} is a folder, expected a file")
+    if not stat.S_ISREG(status.st_mode):
+        raise InvalidFileError(f"{path}: {what} is not a regular file (a device, pipe or socket)")
+    if status.st_size == 0:
         raise InvalidFileError(f"{path}: {what} is an empty file (0 bytes)")
 
 
@@ -39,6 +54,12 @@ def open_image(path: Path, what: str) -> Image.Image:
         image = Image.open(path)
         image.load()
         return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise InvalidFileError(
+            f"{path}: the {what} is too large to decode safely ({error}); if the file is trusted, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS, otherwise replace it (training skips it with "
+            "data.on_bad_sample=skip)"
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InvalidFileError(f"{path}: cannot decode the {what} ({error})") from error
 

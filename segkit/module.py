@@ -3,18 +3,28 @@ to N x C x H x W logits. It knows no dataset: classes, ignore index and weights 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
+from segkit.checkpoints import read_trusted_checkpoint
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
+from segkit.schedules import BudgetSchedule, training_progress
+
+# segkit's epoch values are equal on every rank before they are logged (_log_epoch_metrics); Lightning cannot know
+# that, and its advice, sync_dist=True, is what made trainer=ddp deadlock.
+warnings.filterwarnings("ignore", r"It is recommended to use `self\.log\('(train|val|test|lr)/", PossibleUserWarning)
 
 # A Hydra config with `_target_` and `_partial_: true`, or a callable taking what it completes.
 PartialSpec = Mapping[str, Any] | Callable[..., Any]
@@ -23,6 +33,21 @@ PartialSpec = Mapping[str, Any] | Callable[..., Any]
 def _complete(spec: PartialSpec, *args: Any) -> Any:
     factory = instantiate(spec) if isinstance(spec, Mapping) else spec
     return factory(*args)
+
+
+class LabelledPixelsCrossEntropy(nn.CrossEntropyLoss):
+    """torch's cross-entropy averaged over the labelled pixels (weighted by class, as torch's mean is), and 0 for a
+    batch whose pixels are all `ignore_index`, where torch's mean is 0 / 0 = NaN: a crop of a border region is
+    a valid batch, not a diverged run."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = F.cross_entropy(logits, target, self.weight, ignore_index=self.ignore_index, reduction="sum",
+                                label_smoothing=self.label_smoothing)
+        labelled = target != self.ignore_index
+        if self.weight is None:
+            return total / labelled.sum().clamp(min=1)
+        pixel_weights = self.weight[target.where(labelled, 0)] * labelled
+        return total / pixel_weights.sum().clamp(min=torch.finfo(pixel_weights.dtype).tiny)
 
 
 def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
@@ -88,7 +113,7 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"micro_iou_classes {unknown} are not classes of the data; classes: {self.class_names}")
         self.micro_iou_classes = [self.class_names.index(name) for name in micro_iou_classes or ()]
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+        self.criterion = LabelledPixelsCrossEntropy(weight=weight, ignore_index=ignore_index)
         metrics = segmentation_metrics(num_classes, ignore_index)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -104,6 +129,29 @@ class SegmentationModule(L.LightningModule):
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        trusted_targets: Iterable[str] = (),
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> SegmentationModule:
+        """Lightning's `load_from_checkpoint`, after `read_trusted_checkpoint` has read the file as plain data
+        and refused a config that names anything segkit does not build (a `CheckpointError` naming the file
+        and the key), so the network is built only from trusted targets; `trusted_targets` adds the user's own.
+        `weights_only` is always True: a segkit module never unpickles code.
+        """
+        if weights_only is False:
+            raise ValueError("SegmentationModule.load_from_checkpoint loads plain data only: weights_only=False "
+                             "is not supported")
+        read_trusted_checkpoint(checkpoint_path, trusted_targets, mmap=True)  # tensors stay on disk
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only=True,
+                                            **kwargs)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
 
@@ -116,14 +164,17 @@ class SegmentationModule(L.LightningModule):
         loss = self.criterion(logits, masks)
         predictions = logits.argmax(dim=1)
         metrics.update(predictions, masks)
-        loss_mean.update(loss.detach(), images.shape[0])
+        # Weighted by the images with a labelled pixel: one with none has no loss to average in.
+        labelled_images = (masks != self.criterion.ignore_index).flatten(1).any(dim=1).sum()
+        loss_mean.update(loss.detach(), labelled_images)
         return loss, predictions
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, self.train_metrics, self.train_loss)[0]
         # The step loss goes to the loggers and the progress bar on the steps the loggers write
         # (trainer.log_every_n_steps), the only ones where logging it has an effect on the loggers.
-        # sync_dist: under DDP it is the mean over every process's batch, not rank 0's alone.
+        # sync_dist: under DDP it is the mean over every process's batch, not rank 0's alone; a step value
+        # is reduced here, as it is logged, on every process alike.
         if self.trainer._logger_connector.should_update_logs or self.trainer.fast_dev_run:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
@@ -137,9 +188,11 @@ class SegmentationModule(L.LightningModule):
 
     def _log_epoch_metrics(self, metrics: MetricCollection, loss_mean: MeanMetric, loss_name: str) -> None:
         """Logs the set's mean loss, mIoU, pixel accuracy and one IoU per class, then starts the next epoch afresh."""
-        # compute() gathers every process's state under DDP, so all ranks log equal values; sync_dist=True
-        # averages equal values and keeps Lightning from warning about unsynced epoch-level logs.
-        self.log(loss_name, loss_mean.compute(), prog_bar=True, sync_dist=True)
+        # compute() gathers every process's state under DDP, here, on every rank in the same order, so all
+        # ranks log equal values. No sync_dist: Lightning reduces such values lazily, when a metric is first
+        # read, and the progress bar and the wandb dashboard read them on rank 0 only: a collective that the
+        # other ranks never join (a deadlock, issue 16).
+        self.log(loss_name, loss_mean.compute(), prog_bar=True)
         loss_mean.reset()
         values = metrics.compute()
         metrics.reset()
@@ -150,12 +203,18 @@ class SegmentationModule(L.LightningModule):
             values[f"{metrics.prefix}micro_iou"] = micro_iou(confmat, self.micro_iou_classes)
         values.update({f"{metrics.prefix}iou_{name}": iou for name, iou in zip(self.class_names, per_class)})
         miou = values.pop(f"{metrics.prefix}miou")
-        self.log(f"{metrics.prefix}miou", miou, prog_bar=True, sync_dist=True)
-        self.log_dict(values, sync_dist=True)
+        self.log(f"{metrics.prefix}miou", miou, prog_bar=True)
+        self.log_dict(values)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, BudgetSchedule):
+                config.scheduler.progress = training_progress(self.trainer)
 
     def on_train_epoch_start(self) -> None:
         for index, group in enumerate(self.optimizers().param_groups):
-            self.log(f"lr/group{index}", group["lr"], on_epoch=True, on_step=False, sync_dist=True)
+            # The same on every rank: nothing to reduce (see _log_epoch_metrics for why no sync_dist).
+            self.log(f"lr/group{index}", group["lr"], on_epoch=True, on_step=False)
 
     def on_train_epoch_end(self) -> None:
         # `_epoch`: beside the step losses (train/loss_step), as Lightning names a value logged per step and epoch.
@@ -203,5 +262,8 @@ class SegmentationModule(L.LightningModule):
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = _complete(self.hparams.scheduler, optimizer)
-        # `monitor` matters to ReduceLROnPlateau only; other schedulers step every epoch regardless.
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}
+        # `monitor` matters to ReduceLROnPlateau only; torch's schedulers step every epoch, a BudgetSchedule
+        # every optimizer step (it follows the run's progress, see on_train_batch_start).
+        interval = "step" if isinstance(scheduler, BudgetSchedule) else "epoch"
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": interval}}

@@ -84,10 +84,10 @@ class Predictor:
         self.colormap = data.colormap
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path, **options) -> Predictor:
+    def from_checkpoint(cls, ckpt_path: str | Path, trusted_targets: Sequence[str] = (), **options) -> Predictor:
         """The predictor of a checkpoint, with its training's datamodule (normalisation, palette, image
-        size); `options` are those of `Predictor`."""
-        module = load_module(ckpt_path)
+        size); `options` are those of `Predictor`. Only targets of segkit's and `trusted_targets` are built."""
+        module = load_module(ckpt_path, trusted_targets)
         # The training's datamodule, built but never set up: no file is read.
         data = instantiate(module.segkit_config["data"])
         data.use_normalisation_of(module.net)
@@ -152,9 +152,10 @@ def predict(cfg: DictConfig) -> list[Path]:
         segmenter = OnnxSegmenter(cfg.onnx_path, image_size=cfg.image_size, tta=cfg.tta)
     else:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        segmenter = Predictor.from_checkpoint(cfg.ckpt_path, image_size=cfg.image_size, tta=cfg.tta,
-                                              sliding_window=cfg.sliding_window, window_overlap=cfg.window_overlap,
-                                              batch_size=cfg.batch_size, device=device)
+        segmenter = Predictor.from_checkpoint(cfg.ckpt_path, cfg.trusted_targets, image_size=cfg.image_size,
+                                              tta=cfg.tta, sliding_window=cfg.sliding_window,
+                                              window_overlap=cfg.window_overlap, batch_size=cfg.batch_size,
+                                              device=device)
     return segment_files(segmenter, segmenter.colormap, cfg.input, cfg.output, cfg.overlays, cfg.overlay_alpha)
 
 

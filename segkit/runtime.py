@@ -26,6 +26,7 @@ import onnxruntime
 from PIL import Image
 
 from segkit.image_files import read_image
+from segkit.trust import overwritten_inputs
 
 METADATA_PREFIX = "segkit."
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -200,7 +201,7 @@ def output_paths(inputs: Sequence[Path], output: Path, overlays: bool) -> list[t
     if clashes:
         raise ValueError(f"{clashes[0]} would be written for more than one input: inputs with the same file stem "
                          f"(or a stem ending in _overlay) need separate runs or output folders")
-    overwritten = sorted(str(p) for p in {t.resolve() for t in targets} & {p.resolve() for p in inputs})
+    overwritten = overwritten_inputs(targets, inputs)
     if overwritten:
         raise ValueError(f"output={output} would overwrite the input {overwritten[0]}; choose another output folder")
     return planned

@@ -52,6 +52,8 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 def build(cfg: DictConfig) -> Run:
     """Builds the datamodule, module and trainer that `cfg` describes, without training."""
     datamodule = instantiate(cfg.data)
+    for key, value in datamodule.config_found_in_data().items():
+        cfg.data[key] = value
     module = SegmentationModule(
         net=to_plain(cfg.model),
         num_classes=cfg.data.num_classes,
@@ -133,6 +135,7 @@ def _apply_lr_finder(cfg: DictConfig, run: Run, output_dir: Path) -> None:
     log.info("lr_find=true: training with the suggested lr %.3g instead of %s", result["suggested_lr"], cfg.optimizer.lr)
     cfg.optimizer.lr = result["suggested_lr"]
     run.module.hparams.optimizer["lr"] = result["suggested_lr"]
+    run.module.segkit_config["optimizer"]["lr"] = result["suggested_lr"]  # the checkpoints' config says what ran
 
 
 def split_metrics(results: dict[str, float], class_names: list[str], stage: str, split: str | None = None
@@ -183,6 +186,11 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except SIGTERMException:
         sys.exit(INTERRUPTED_EXIT_CODE)  # CheckpointOnInterrupt has saved last.ckpt
+    except Exception:
+        # Hydra reports the error on the console only; the run's log file (train.log) keeps it too, with its
+        # traceback (conf/hydra/default.yaml sends this logger to the file alone).
+        logging.getLogger("segkit.train.failure").exception("training failed")
+        raise
     return metrics.get(cfg.optimized_metric)
 
 

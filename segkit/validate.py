@@ -9,6 +9,7 @@ Unknown options of a group (`model=foo`, `data=foo`) are Hydra's to report: it l
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator, Mapping
 from numbers import Real
 from pathlib import Path
@@ -21,7 +22,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segkit.checkpoints import CheckpointError, check_checkpoint_matches
+from segkit.checkpoints import (
+    FIXED_ON_RESUME,
+    CheckpointError,
+    check_checkpoint_matches,
+    check_resume_settings,
+    read_trusted_checkpoint,
+)
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import FileDataModule, SegmentationDataModule
 from segkit.data.files import check_on_bad_sample
@@ -50,12 +57,27 @@ def validate(cfg: DictConfig) -> None:
         for key in ("lr", "encoder_lr_factor"):
             if key in cfg.optimizer:
                 _require_positive(f"optimizer.{key}", cfg.optimizer[key])
+    if cfg.get("trainer") is not None:
+        _check_trainer(cfg.trainer)
+    if cfg.get("scheduler"):
+        _check_scheduler(cfg.scheduler)
+    if cfg.get("seed") is not None:
+        require_int("seed", cfg.seed, minimum=0, maximum=2**32 - 1)  # the range numpy's seed takes
     if cfg.get("ckpt_path"):
         model = to_plain(cfg.model) if cfg.get("model") is not None else None
         try:
-            check_checkpoint_matches(cfg.ckpt_path, model, data.num_classes if data is not None else None)
+            # Resuming builds nothing from the checkpoint's config, but a file that names untrusted code is refused.
+            checkpoint = read_trusted_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets") or (), mmap=True)
+            check_checkpoint_matches(cfg.ckpt_path, model, data.num_classes if data is not None else None, checkpoint)
+            check_resume_settings(cfg.ckpt_path, {key: _resolved(cfg, key) for key in FIXED_ON_RESUME}, checkpoint)
         except CheckpointError as error:
             raise ConfigError(f"ckpt_path={error}") from error  # its message starts with the path
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    """The value at `key` (dotted) as plain, resolved data; None where absent."""
+    value = OmegaConf.select(cfg, key)
+    return to_plain(value) if isinstance(value, DictConfig) else value
 
 
 def _targets(cfg: DictConfig) -> Iterator[tuple[str, str]]:
@@ -166,6 +188,30 @@ def _check_model(model: DictConfig, data: DictConfig | None) -> None:
         )
 
 
+def _check_trainer(trainer: DictConfig) -> None:
+    max_epochs = trainer.get("max_epochs")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs}: expected an integer >= 1, the number of epochs (the cosine and poly "
+            "schedules span it; for a time budget set trainer.max_time=DD:HH:MM:SS as well)"
+        )
+    if trainer.get("min_epochs") is not None:
+        require_int("trainer.min_epochs", trainer.min_epochs, minimum=0, maximum=max_epochs)
+
+
+# Scheduler arguments that count epochs: torch divides by them or steps by them.
+SCHEDULER_EPOCH_KEYS = ("T_max", "total_iters", "step_size")
+
+
+def _check_scheduler(scheduler: DictConfig) -> None:
+    for key in SCHEDULER_EPOCH_KEYS:
+        if key in scheduler:
+            require_int(f"scheduler.{key}", scheduler[key], minimum=1)
+    for key in ("gamma", "factor"):
+        if key in scheduler:
+            _require_positive(f"scheduler.{key}", scheduler[key])
+
+
 def _reraise_as_config_error(check: Any, *args: Any) -> Any:
     # The data code's own checks already name the key and the valid values.
     try:
@@ -174,11 +220,13 @@ def _reraise_as_config_error(check: Any, *args: Any) -> Any:
         raise ConfigError(str(error)) from None
 
 
-def require_int(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value}: expected an integer >= {minimum}")
+def require_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{key}={value}: expected an integer {bounds}")
 
 
 def _require_positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
-        raise ConfigError(f"{key}={value}: expected a number > 0")
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
+        raise ConfigError(f"{key}={value}: expected a finite number > 0")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,14 @@ def write_pets(root: Path, splits: dict[str, list[str]]) -> dict[str, np.ndarray
     for split, ids in splits.items():
         write_list(base / "annotations" / f"{split}.txt", [f"{i} {1 + n % 2} {1 + n % 2} 1" for n, i in enumerate(ids)])
     return trimaps
+
+
+def write_decompression_bomb(path: Path, side: int = 20000) -> None:
+    """A PNG that declares side x side RGB pixels (1.2 GB decoded for 20000) and holds none: PIL refuses it when
+    opening, before decoding, so a few bytes stand in for the 20000 x 20000 file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlacing
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))

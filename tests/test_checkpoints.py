@@ -6,20 +6,25 @@ import email.message
 import errno
 import io
 import os
-import pickle
+import random
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torchvision.models import VGG16_BN_Weights
 
+import segkit.eval
 from segkit.checkpoints import AtomicCheckpointIO, CheckpointError, check_checkpoint_matches, read_checkpoint
 from segkit.config import to_plain
+from segkit.export import export
 from segkit.models.encoders.base import WeightsUnavailableError, pretrained_state_dict
 from segkit.module import SegmentationModule
+from segkit.predict import Predictor
 from segkit.train import train
 from segkit.validate import ConfigError
 
@@ -121,6 +126,34 @@ def test_disk_full_names_the_path_and_free_space_and_keeps_the_previous(saved_ch
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+@pytest.fixture
+def small_disk(tmp_path) -> Path | None:
+    """A 3 MB tmpfs in tmp_path (root can mount one), or None where mounting is not permitted."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True)
+    yield folder if mount.returncode == 0 else None
+    if mount.returncode == 0:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_under_torchs_zip_writer_is_reported_as_no_space(small_disk, tmp_path):
+    """torch's zip writer turns a write that failed with ENOSPC into `RuntimeError: ... unexpected pos`."""
+    folder = small_disk or tmp_path
+    path = folder / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(checkpoint(0), path)
+    before = path.read_bytes()
+    if small_disk is None:
+        warnings.warn("mounting a 3 MB tmpfs is not permitted here: the full disk is simulated with /dev/full")
+        path.with_name("last.ckpt.tmp").symlink_to("/dev/full")  # every write fails with ENOSPC
+    larger_than_the_disk = {"epoch": 1, "state_dict": {"weight": torch.zeros(1_000_000)}}  # 4 MB
+    expected = rf"no space left on the device while saving checkpoint {path}: [0-9.]+ MiB free in {folder}\."
+    with pytest.raises(OSError, match=expected) as raised:
+        AtomicCheckpointIO().save_checkpoint(larger_than_the_disk, path)
+    assert raised.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and [p.name for p in folder.iterdir()] == ["last.ckpt"]
+
+
 def test_disk_full_during_training_stops_the_run_and_keeps_the_last_checkpoint(make_config, monkeypatch):
     cfg = make_config("trainer.max_epochs=2")
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
@@ -161,20 +194,46 @@ def test_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, make_c
         AtomicCheckpointIO().load_checkpoint(path)  # how the trainer loads ckpt_path
     with pytest.raises(ConfigError, match=rf"ckpt_path={path}: refusing to load"):
         train(make_config(f"ckpt_path={path}"))
-    with pytest.raises(pickle.UnpicklingError):
-        SegmentationModule.load_from_checkpoint(path, weights_only=True)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        SegmentationModule.load_from_checkpoint(path)
     assert not marker.exists()
 
 
-def test_truncated_checkpoint_names_the_file(trained_run, tmp_path):
-    whole = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
-    path = tmp_path / "truncated.ckpt"
-    path.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(CheckpointError, match=rf"{path}: not a readable PyTorch checkpoint, truncated or corrupt"):
-        read_checkpoint(path)
-    path.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=rf"{path}: not a readable PyTorch checkpoint"):
-        read_checkpoint(path)
+def broken_file(kind: str, folder: Path) -> Path:
+    """A checkpoint file that is empty, cut in half, or random bytes."""
+    path = folder / f"{kind}.ckpt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        with path.open("wb") as file:
+            half_written(checkpoint(0), file)
+    else:
+        path.write_bytes(random.Random(0).randbytes(4096))
+    return path
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("empty", r"an empty file \(0 bytes\), not a checkpoint; was its saving cut off\?"),
+    ("truncated", r"not a readable PyTorch checkpoint \(\d+ bytes\), truncated or corrupt \(RuntimeError: "
+                  r"PytorchStreamReader failed reading zip archive: failed finding central directory\)"),
+    ("random", r"not a PyTorch checkpoint \(4096 bytes that torch.save did not write: Unsupported operand \d+\)"),
+])
+def test_broken_checkpoint_files_get_one_error_naming_the_file_from_every_command(kind, expected, tmp_path,
+                                                                                 make_config, monkeypatch):
+    path = broken_file(kind, tmp_path)
+    expected = f"{path}: {expected}$"
+    errors = []
+    for read in (read_checkpoint, SegmentationModule.load_from_checkpoint, Predictor.from_checkpoint,
+                 lambda p: export(p, tmp_path / "model.onnx"), AtomicCheckpointIO().load_checkpoint):
+        with pytest.raises(CheckpointError, match=expected) as error:
+            read(path)
+        errors.append(str(error.value))
+    monkeypatch.setattr(sys, "argv", ["segkit.eval", f"ckpt_path={path}"])
+    with pytest.raises(SystemExit, match=f"segkit.eval: {expected}"):
+        segkit.eval.main()
+    with pytest.raises(ConfigError, match=f"ckpt_path={expected}"):
+        train(make_config(f"ckpt_path={path}"))
+    assert not any("weights_only" in error or "would run code" in error for error in errors)
 
 
 def test_checkpoint_of_another_model_fails_naming_both(trained_run, make_config):
@@ -201,9 +260,25 @@ def test_matching_checkpoint_resumes_with_weights_only_loading(trained_run, make
     loads = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
-    metrics = train(make_config("trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"))
+    # Training longer is honoured; the cosine schedule's length is the checkpoint's (its state restores it).
+    last = trained_run / "checkpoints" / "last.ckpt"
+    cfg = make_config("trainer.max_epochs=2", "scheduler.T_max=1", f"ckpt_path={last}")
+    metrics = train(cfg)
     assert metrics["epochs"] == 2
     assert loads and all(weights_only is True for weights_only in loads)
+    ran = OmegaConf.load(Path(cfg.paths.output_dir) / "config.yaml")
+    assert (ran.trainer.max_epochs, ran.scheduler.T_max, ran.optimizer.lr) == (2, 1, 0.001)
+
+
+def test_resume_refuses_settings_that_the_checkpoint_state_would_override(trained_run, make_config):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    cfg = make_config("optimizer.lr=0.5", "data.batch_size=4", "trainer.max_epochs=3", f"ckpt_path={last}")
+    expected = (rf"ckpt_path={last}: resuming cannot change data.batch_size \(checkpoint 8, config 4\), optimizer.lr "
+                r"\(checkpoint 0.001, config 0.5\), scheduler.T_max \(checkpoint 1, config 3\): the run continues with "
+                r"the optimizer, scheduler and loss state of the checkpoint and its place in the epoch")
+    with pytest.raises(ConfigError, match=expected):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()
 
 
 # Pretrained weights

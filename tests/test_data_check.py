@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from segkit.data import PetsDataModule, VOCDataModule
 from segkit.data_check import check_dataset
 
-from .official_layouts import require_shared_pets, write_pets, write_voc
+from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets, write_voc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,23 @@ def test_report_lists_each_bad_sample_with_its_file_and_counts_ignored_pixels(tm
     assert report["train"]["problems"] == [{"sample": "b", "problem": f"{bad_image}: image is an empty file (0 bytes)"}]
     assert report["train"]["ignored_pixels"] == int((masks["a"] == 255).sum() + (masks["c"] == 255).sum())
     assert report["train"]["pixels"]["background"] == int((masks["a"] == 0).sum() + (masks["c"] == 0).sum())
+
+
+def test_report_lists_a_decompression_bomb_and_a_mask_with_no_label_and_goes_on(tmp_path):
+    masks = write_voc(tmp_path, {"train": ["a", "b", "c", "d"], "val": ["e"]})
+    bomb = tmp_path / "VOCdevkit/VOC2012/JPEGImages/b.jpg"
+    write_decompression_bomb(bomb)
+    unlabelled = tmp_path / "VOCdevkit/VOC2012/SegmentationClass/c.png"
+    Image.fromarray(np.full_like(masks["c"], 255)).save(unlabelled)
+    report = check_dataset(VOCDataModule(root=tmp_path, num_classes=21))
+    problems = {problem["sample"]: problem["problem"] for problem in report["train"]["problems"]}
+    assert sorted(problems) == ["b", "c"]
+    assert problems["b"].startswith(f"{bomb}: the image is too large to decode safely")
+    assert problems["c"] == (f"{unlabelled}: mask has no labelled pixel (only values [255]), so the sample adds "
+                             "nothing to the loss or the metrics")
+    # Every other sample is still read and counted: a, d and the ignored pixels of c.
+    assert report["train"]["pixels"]["background"] == int((masks["a"] == 0).sum() + (masks["d"] == 0).sum())
+    assert report["train"]["ignored_pixels"] == int(sum((masks[i] == 255).sum() for i in "ad") + masks["c"].size)
 
 
 def test_missing_split_file_is_a_problem_of_its_split(tmp_path):

@@ -1,5 +1,6 @@
 """Bad files met during a run: inside DataLoader workers they surface as their own error (never a hang), and
-with data.on_bad_sample=skip they are counted in metrics.json and the run summary."""
+with data.on_bad_sample=skip they are counted in metrics.json and the run summary. Decompression bombs, folders
+and symbolic link loops named like images are bad files that say what they are."""
 
 import json
 import os
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from segkit.data import InvalidFileError, PetsDataset, SegmentationFiles, VOCDataModule
+from segkit.data import InvalidFileError, MissingFileError, PetsDataset, SegmentationFiles, VOCDataModule
 from segkit.train import train
 
-from .official_layouts import write_pets, write_voc
+from .official_layouts import write_decompression_bomb, write_pets, write_voc
 
 PETS_SPLITS = {"trainval": [f"cat_{i}" for i in range(12)], "test": [f"dog_{i}" for i in range(6)]}
 
@@ -57,6 +58,38 @@ def test_jpeg_cut_mid_scan_and_png_that_is_no_image_name_the_file(pets_root):
     mask.write_text("<html>not found</html>")
     with pytest.raises(InvalidFileError, match=rf"{mask}: cannot decode the mask \(cannot identify image file"):
         PetsDataset(pets_root, "trainval")[1]
+
+
+def test_decompression_bomb_names_the_file_and_is_skipped_with_skip(pets_root):
+    image = pets_file(pets_root, "cat_0")
+    write_decompression_bomb(image)
+    expected = (rf"{image}: the image is too large to decode safely \(Image size \(400000000 pixels\) exceeds limit "
+                r".*raise PIL.Image.MAX_IMAGE_PIXELS")
+    with pytest.raises(InvalidFileError, match=expected):
+        PetsDataset(pets_root, "trainval")[0]
+    skipping = PetsDataset(pets_root, "trainval", on_bad_sample="skip")
+    image_array, _ = skipping[0]  # the next good sample in its place
+    assert skipping.num_skipped == 1 and skipping.skipped_ids == ["cat_0"] and image_array.ndim == 3
+
+
+def test_folder_and_symlink_loop_named_like_an_image_say_what_they_are(pets_root):
+    folder = pets_file(pets_root, "cat_0")
+    folder.unlink()
+    folder.mkdir()
+    with pytest.raises(InvalidFileError, match=rf"{folder}: image is a folder, expected a file"):
+        PetsDataset(pets_root, "trainval")[0]
+    loop = pets_file(pets_root, "cat_1")
+    loop.unlink()
+    loop.symlink_to(loop.with_name("other.jpg"))
+    loop.with_name("other.jpg").symlink_to(loop)
+    with pytest.raises(InvalidFileError, match=rf"{loop}: image is a loop of symbolic links, expected a file"):
+        PetsDataset(pets_root, "trainval")[1]
+    dangling = pets_file(pets_root, "cat_2")
+    dangling.unlink()
+    dangling.symlink_to(pets_root / "gone.jpg")
+    with pytest.raises(MissingFileError, match=rf"{dangling}: image is a symbolic link to {pets_root}/gone.jpg, "
+                                               r"which does not exist"):
+        PetsDataset(pets_root, "trainval")[2]
 
 
 def test_bad_file_read_in_a_loader_worker_raises_its_error_naming_it(tmp_path):

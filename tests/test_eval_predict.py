@@ -13,6 +13,7 @@ from PIL import Image
 
 import segkit.eval
 from segkit.checkpoint import load_module, read_training_config
+from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, ShapesDataModule
 from segkit.data.io import read_mask_png
@@ -25,7 +26,7 @@ from segkit.runtime import OnnxSegmenter, list_images
 from segkit.train import train
 
 from .conftest import compose_train
-from .official_layouts import require_shared_pets, write_pets
+from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPES_STD = (0.25, 0.25, 0.25)  # conf/data/shapes.yaml
@@ -89,7 +90,7 @@ def test_a_checkpoint_without_training_config_is_refused_by_name(best, tmp_path)
         read_training_config(old)
     with pytest.raises(ValueError, match="carries no training config"):
         load_module(old)
-    with pytest.raises(FileNotFoundError, match="ckpt_path=.*missing.ckpt: no such checkpoint file"):
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'missing.ckpt'}: checkpoint not found"):
         load_module(tmp_path / "missing.ckpt")
 
 
@@ -231,6 +232,13 @@ def test_predict_refuses_unreadable_files_and_clashing_outputs(best, tmp_path):
         predict(compose_predict(best, f"input={twins}", f"output={tmp_path / 'out'}", output_dir=tmp_path))
     with pytest.raises(ValueError, match="would overwrite the input .*a.png"):
         predict(compose_predict(best, f"input={twins / 'a.png'}", f"output={twins}", output_dir=tmp_path))
+    # The same file under another name in the output folder: writing the mask would replace the input too.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a.png").hardlink_to(twins / "a.png")
+    with pytest.raises(ValueError, match=f"output={linked} would overwrite the input {twins / 'a.png'}"):
+        predict(compose_predict(best, f"input={twins / 'a.png'}", f"output={linked}", output_dir=tmp_path))
+    assert np.array_equal(read_image(twins / "a.png"), random_image(20, 20))
 
 
 def test_flip_tta_averages_the_image_and_its_mirror(best):
@@ -243,6 +251,13 @@ def test_flip_tta_averages_the_image_and_its_mirror(best):
     torch.testing.assert_close(tta.probabilities(image), expected)
     torch.testing.assert_close(tta.probabilities(mirrored), tta.probabilities(image).flip(-1))
     assert tta(image).shape == (40, 56)
+
+
+def test_predict_names_a_decompression_bomb(best, tmp_path):
+    bomb = tmp_path / "huge.png"
+    write_decompression_bomb(bomb)
+    with pytest.raises(InvalidFileError, match=f"{bomb}: the image is too large to decode safely"):
+        predict(compose_predict(best, f"input={bomb}", f"output={tmp_path / 'out'}", output_dir=tmp_path))
 
 
 def test_sliding_window_predicts_at_native_scale(best):

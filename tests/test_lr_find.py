@@ -55,3 +55,4 @@ def test_train_with_lr_find_trains_with_the_suggestion(make_config):
     assert module.hparams.optimizer["lr"] == suggested
     ckpt = torch.load(metrics["last_checkpoint"], weights_only=True)
     assert ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(suggested)
+    assert ckpt["segkit_config"]["optimizer"]["lr"] == suggested  # what a resume compares its config with

@@ -48,6 +48,17 @@ def test_loss_ignores_255_and_applies_class_weights():
     assert module.criterion(logits, target_without_ignored).item() != pytest.approx(expected.item())
 
 
+@pytest.mark.parametrize("class_weights", [None, [1.0, 2.0, 0.5]])
+def test_batch_whose_pixels_are_all_ignored_has_zero_loss_and_gradients_not_nan(class_weights):
+    """torch's mean over no labelled pixel is 0/0 = NaN, which the non-finite check blamed on the learning rate."""
+    module = SegmentationModule(TINY_NET, num_classes=3, optimizer=ADAM, class_weights=class_weights)
+    images = torch.randn(2, 3, 32, 32)
+    loss = module.criterion(module(images), torch.full((2, 32, 32), 255))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in module.net.parameters() if p.grad is not None)
+
+
 def test_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
     module = SegmentationModule(TINY_NET, num_classes=3, optimizer=ADAM)

@@ -149,7 +149,8 @@ def test_voc_colours_and_ids_round_trip():
     assert tuple(colours[0, 1]) == (192, 128, 128)  # person
     assert tuple(colours[1, 1]) == (128, 0, 0) and tuple(colours[1, 0]) == (224, 224, 192)  # aeroplane, border
     assert np.array_equal(voc_colours_to_ids(colours), ids)
-    with pytest.raises(InvalidFileError, match=r"colours \[\(1, 2, 3\)\] are not in the palette"):
+    unknown = r"colours \(1, 2, 3\) \(1 pixels\) are not in the palette of 22 class colours; known colours"
+    with pytest.raises(InvalidFileError, match=unknown + r" \(-> id\): \(0, 0, 0\) -> 0, \(128, 0, 0\) -> 1"):
         voc_colours_to_ids(np.array([[[1, 2, 3]]], dtype=np.uint8))
 
 

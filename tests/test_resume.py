@@ -1,3 +1,4 @@
+import csv
 import signal
 import subprocess
 import sys
@@ -17,6 +18,11 @@ from .conftest import TINY
 REPO = Path(__file__).resolve().parent.parent
 # 8 batches per epoch, 24 in all: long enough to be killed in the middle of an epoch.
 RUN = ["trainer.max_epochs=3", "data.num_train=64", "data.batch_size=8"]
+
+
+def _csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
 
 
 def _weights_and_optimizer(checkpoint_path: Path) -> tuple[dict, dict]:
@@ -46,7 +52,14 @@ def test_a_run_killed_by_sigterm_resumes_to_the_weights_of_an_uninterrupted_run(
     cfg = make_config(*RUN, f"ckpt_path={last}")
     with open_dict(cfg):
         cfg.paths.output_dir = str(killed_dir)
+    rows_before = _csv_rows(killed_dir)
     resumed = train(cfg)
+
+    # Resumed into its own folder: the CSV log keeps the killed run's rows and goes on after them.
+    rows = _csv_rows(killed_dir)
+    kept = [{key: row[key] for key in rows_before[0]} for row in rows[: len(rows_before)]]
+    assert len(rows_before) >= 8 and kept == rows_before
+    assert {row["epoch"] for row in rows[len(rows_before):]} >= {"2"}
 
     weights, optimizer = _weights_and_optimizer(Path(resumed["last_checkpoint"]))
     expected_weights, expected_optimizer = _weights_and_optimizer(Path(uninterrupted["last_checkpoint"]))

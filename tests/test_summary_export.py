@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import convert_fp16, export, export_onnx, onnx_max_abs_difference
@@ -123,7 +124,7 @@ def test_export_command_exports_a_checkpoint(tmp_path):
         export(ckpt, precision="int8", calibration="test", exporter="torchscript")
     with pytest.raises(ValueError, match="calibration_images must be >= 1, got 0"):
         export(ckpt, precision="int8", calibration_images=0, exporter="torchscript")
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'missing.ckpt'}: checkpoint not found"):
         export(tmp_path / "missing.ckpt")
 
 
@@ -179,3 +180,20 @@ def test_int8_dsc_segnet_keeps_the_pets_miou_of_fp32_in_a_third_of_the_size(tmp_
     assert fp32["miou"] == pytest.approx(fp32["pytorch_miou"], abs=1e-3)
     assert int8["miou"] == pytest.approx(fp32["miou"], abs=0.02)
     assert int8["bytes"] <= fp32["bytes"] / 3
+
+
+@pytest.mark.parametrize("output", ["same", "relative", "symlink", "hardlink"])
+def test_export_refuses_to_write_over_its_checkpoint(tmp_path, monkeypatch, output):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"the trained weights")
+    monkeypatch.chdir(tmp_path)
+    target = {"same": checkpoint, "relative": Path("sub/../model.ckpt"), "symlink": tmp_path / "link.onnx",
+              "hardlink": tmp_path / "hard.onnx"}[output]
+    (tmp_path / "sub").mkdir()
+    if output == "symlink":
+        target.symlink_to(checkpoint)
+    elif output == "hardlink":
+        target.hardlink_to(checkpoint)
+    with pytest.raises(ValueError, match=f"output={target} is the checkpoint ckpt_path={checkpoint} itself"):
+        export(checkpoint, target)
+    assert checkpoint.read_bytes() == b"the trained weights"

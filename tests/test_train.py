@@ -71,6 +71,49 @@ def test_command_line_run_with_overrides_writes_its_run_dir(tmp_path):
     assert (run_dir / "train.log").exists()
 
 
+# Both processes of the same-second tests name their folder as conf/hydra/default.yaml does, with the time stamp
+# they share; each trains one step at another lr, so a folder holding a mix of two runs shows.
+SAME_SECOND = "${new_folder:%s/2026-01-01_00-00-00}"
+QUICK = [*TINY, "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+
+
+def run_side_by_side(arguments: list[str], cwd: Path) -> None:
+    """Two `python -m segkit.train <arguments> optimizer.lr=...` at once, with lr 0.001 and 0.002."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's segkit
+    processes = [subprocess.Popen([sys.executable, "-m", "segkit.train", *arguments, f"optimizer.lr={lr}"], cwd=cwd,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for lr in (0.001, 0.002)]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
+
+
+def yaml_value(path: Path, key: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.strip().startswith(key))
+
+
+def test_two_runs_started_in_the_same_second_finish_in_a_folder_each(tmp_path):
+    run_side_by_side([*QUICK, f"hydra.run.dir={SAME_SECOND % (tmp_path / 'runs')}"], tmp_path)
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert [folder.name for folder in folders] == ["2026-01-01_00-00-00", "2026-01-01_00-00-00_1"]
+    for folder in folders:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["output_dir"] == str(folder)
+        assert Path(metrics["best_checkpoint"]).parent == folder / "checkpoints"
+        assert len((folder / "csv" / "metrics.csv").read_text().splitlines()) >= 2
+    assert {yaml_value(folder / "config.yaml", "lr:") for folder in folders} == {"0.001", "0.002"}
+
+
+@pytest.mark.slow  # two multiruns side by side
+def test_two_multiruns_started_in_the_same_second_finish_in_a_folder_each(tmp_path):
+    run_side_by_side(["-m", *QUICK, f"hydra.sweep.dir={SAME_SECOND % (tmp_path / 'multiruns')}"], tmp_path)
+    sweeps = sorted((tmp_path / "multiruns").iterdir())
+    assert [sweep.name for sweep in sweeps] == ["2026-01-01_00-00-00", "2026-01-01_00-00-00_1"]
+    assert all(sorted(p.name for p in sweep.iterdir()) == ["0", "multirun.yaml", "multirun_summary.csv"]
+               for sweep in sweeps)
+    assert {yaml_value(sweep / "0" / "config.yaml", "lr:") for sweep in sweeps} == {"0.001", "0.002"}
+
+
 def test_wandb_logger_works_offline_with_no_account(make_config, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -1,5 +1,5 @@
-"""Training faults: a NaN or infinite loss stops the run naming the step and keeps the last good checkpoint;
-the same seed gives the same metrics on CPU."""
+"""Training faults: a NaN or infinite loss, weight, batch norm statistic or validation loss stops the run naming
+the step and keeps the last good checkpoint; the same seed gives the same metrics on CPU."""
 
 import math
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit.callbacks import NonFiniteLossError
+from segkit.callbacks import NonFiniteError
 from segkit.checkpoints import read_checkpoint
 from segkit.module import SegmentationModule
 from segkit.train import train
@@ -33,7 +33,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(make_conf
     expected = (rf"the training loss is nan at global step {BAD_STEP} \(epoch 1, batch 2\); training stopped "
                 rf"before the weights were updated with it\. The last good checkpoint is {last}: resume from it "
                 rf"with ckpt_path={last}\. Usual causes: a learning rate too high")
-    with pytest.raises(NonFiniteLossError, match=expected):
+    with pytest.raises(NonFiniteError, match=expected):
         train(cfg)
     # The weights in memory never took the bad step, and the checkpoint of the first epoch is untouched.
     assert all(torch.isfinite(p).all() for p in seen["module"].parameters())
@@ -47,8 +47,39 @@ def test_infinite_loss_before_any_checkpoint_says_so(make_config, monkeypatch):
     monkeypatch.setattr(SegmentationModule, "training_step",
                         lambda module, batch, batch_idx: torch.tensor(math.inf, requires_grad=True))
     expected = r"loss is inf at global step 0 \(epoch 0, batch 0\).*No checkpoint was saved before it"
-    with pytest.raises(NonFiniteLossError, match=expected):
+    with pytest.raises(NonFiniteError, match=expected):
         train(make_config())
+
+
+def test_diverging_weights_with_a_finite_loss_stop_before_any_bad_checkpoint(make_config):
+    """optimizer.lr=1e6 keeps the training loss finite (training normalises with the batch's statistics) while the
+    running variances overflow: the state must not become a checkpoint."""
+    cfg = make_config("optimizer.lr=1e6")
+    expected = (r"net\.encoder\.\S+\.running_var holds NaN or infinite values after global step 4 \(epoch 0\); "
+                r"training stopped without saving that state\. No checkpoint was saved before it")
+    with pytest.raises(NonFiniteError, match=expected):
+        train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert not checkpoints.exists() or not list(checkpoints.iterdir())
+
+
+def test_infinite_validation_loss_stops_before_the_epoch_is_saved(make_config, monkeypatch):
+    on_validation_epoch_end = SegmentationModule.on_validation_epoch_end
+
+    def poisoned(module):
+        if module.current_epoch == 1 and not module.trainer.sanity_checking:
+            module.val_loss.update(torch.tensor(math.inf))
+        on_validation_epoch_end(module)
+
+    monkeypatch.setattr(SegmentationModule, "on_validation_epoch_end", poisoned)
+    cfg = make_config("trainer.max_epochs=2")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    expected = (rf"the validation loss is inf after global step 8 \(epoch 1\); training stopped before this state "
+                rf"was saved\. The last good checkpoint is {last}")
+    with pytest.raises(NonFiniteError, match=expected):
+        train(cfg)
+    assert read_checkpoint(last)["global_step"] == 4  # the first epoch's
+    assert len(list(last.parent.glob("epoch*.ckpt"))) == 1 and list(last.parent.glob("epoch000-*.ckpt"))
 
 
 def _comparable(metrics: dict) -> dict:

@@ -23,8 +23,10 @@ OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONFIG_DIR / gro
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_shipped_option_passes(make_config, tmp_path, group, option):
-    # File datasets need their root to exist; an empty folder is enough for the config check.
-    validate(make_config(f"{group}={option}", f"paths.data_dir={tmp_path}"))
+    # File datasets need their root to exist; an empty folder is enough for the config check, given the
+    # classes that data=folder otherwise reads from the folder's files.
+    classes = ["data.classes=[background,object]"] if (group, option) == ("data", "folder") else []
+    validate(make_config(f"{group}={option}", f"paths.data_dir={tmp_path}", *classes))
 
 
 @pytest.mark.parametrize("group", ["model", "data", "optimizer", "scheduler"])
@@ -71,9 +73,21 @@ BAD_CONFIGS = {
                                   r"data.image_size=\[24, 40\]: too small for segnet_vgg16bn, whose 5 downsamplings "
                                   r"need at least 32 x 32"),
     "image size shape": (["data.image_size=[32]"], r"data.image_size=\[32\]: expected \[height, width\]"),
-    "negative lr": (["optimizer.lr=-0.001"], r"optimizer.lr=-0.001: expected a number > 0"),
-    "zero lr": (["optimizer=sgd", "optimizer.lr=0"], r"optimizer.lr=0: expected a number > 0"),
-    "lr factor": (["optimizer.encoder_lr_factor=0"], r"optimizer.encoder_lr_factor=0: expected a number > 0"),
+    "negative lr": (["optimizer.lr=-0.001"], r"optimizer.lr=-0.001: expected a finite number > 0"),
+    "zero lr": (["optimizer=sgd", "optimizer.lr=0"], r"optimizer.lr=0: expected a finite number > 0"),
+    "lr factor": (["optimizer.encoder_lr_factor=0"], r"optimizer.encoder_lr_factor=0: expected a finite number > 0"),
+    "infinite lr": (["optimizer.lr=inf"], r"optimizer.lr=inf: expected a finite number > 0"),
+    "endless epochs": (["trainer.max_epochs=-1"],
+                       r"trainer.max_epochs=-1: expected an integer >= 1, the number of epochs \(the cosine and poly "
+                       r"schedules span it; for a time budget set trainer.max_time=DD:HH:MM:SS as well\)"),
+    "no epochs": (["trainer.max_epochs=0"], r"trainer.max_epochs=0: expected an integer >= 1"),
+    "epochs not a number": (["trainer.max_epochs=abc"], r"trainer.max_epochs=abc: expected an integer >= 1"),
+    "min epochs": (["trainer.min_epochs=9"], r"trainer.min_epochs=9: expected an integer from 0 to 1"),
+    "cosine period": (["scheduler.T_max=0"], r"scheduler.T_max=0: expected an integer >= 1"),
+    "poly length": (["scheduler=poly", "scheduler.total_iters=-2"],
+                    r"scheduler.total_iters=-2: expected an integer >= 1"),
+    "step size": (["scheduler=step", "scheduler.gamma=0"], r"scheduler.gamma=0: expected a finite number > 0"),
+    "seed not a number": (["seed=abc"], r"seed=abc: expected an integer from 0 to 4294967295"),
     "batch size": (["data.batch_size=0"], r"data.batch_size=0: expected an integer >= 1"),
     "negative batch size": (["data.batch_size=-8"], r"data.batch_size=-8: expected an integer >= 1"),
     "workers": (["data.num_workers=-1"], r"data.num_workers=-1: expected an integer >= 0"),
@@ -113,7 +127,7 @@ def test_missing_checkpoint_names_the_key(make_config, tmp_path):
 
 def test_train_rejects_a_bad_config_before_building_or_writing_anything(make_config):
     cfg = make_config("optimizer.lr=-1")
-    with pytest.raises(ConfigError, match=r"optimizer.lr=-1: expected a number > 0"):
+    with pytest.raises(ConfigError, match=r"optimizer.lr=-1: expected a finite number > 0"):
         train(cfg)
     assert not Path(cfg.paths.output_dir).exists()
 
@@ -126,3 +140,7 @@ def test_command_line_reports_the_config_error_and_exits_1(tmp_path):
     assert result.returncode == 1
     assert re.search(r"ConfigError: data.batch_size=0: expected an integer >= 1", result.stderr), result.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+    # The reason, with its traceback, is in the run's log file too, not only on the console.
+    logged = (tmp_path / "run" / "train.log").read_text()
+    assert "training failed" in logged and "Traceback" in logged
+    assert "ConfigError: data.batch_size=0: expected an integer >= 1" in logged

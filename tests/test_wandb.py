@@ -176,7 +176,7 @@ def test_resumed_training_continues_the_same_wandb_run(make_config, tmp_path):
     [first_run] = offline_runs(Path(first.paths.output_dir))
 
     resumed = make_config("logger=wandb", "callbacks.wandb_dashboard.num_images=1", "trainer.max_epochs=2",
-                          f"ckpt_path={first.paths.output_dir}/checkpoints/last.ckpt")
+                          "scheduler.T_max=1", f"ckpt_path={first.paths.output_dir}/checkpoints/last.ckpt")
     with open_dict(resumed):
         resumed.paths.output_dir = str(tmp_path / "resumed")
     metrics = train(resumed)

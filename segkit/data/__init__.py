@@ -1,5 +1,6 @@
 from segkit.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, PadCollate, SegmentationDataModule, ShapesDataModule
 from segkit.data.files import FileDataModule, SegmentationFiles
+from segkit.data.folder import FolderDataModule
 from segkit.data.palettes import PETS_CLASS_NAMES, VOC_CLASS_NAMES
 from segkit.data.pets import PetsDataModule, PetsDataset
 from segkit.data.sbd import SBDDataModule, SBDDataset
@@ -16,6 +17,7 @@ __all__ = [
     "VOC_CLASS_NAMES",
     "DataError",
     "FileDataModule",
+    "FolderDataModule",
     "InvalidFileError",
     "MissingFileError",
     "PadCollate",

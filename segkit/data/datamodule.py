@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
 from segkit.data.sampling import ResumableShuffle
@@ -158,6 +158,11 @@ class SegmentationDataModule(L.LightningDataModule):
         """The classes of the datamodule that `config` (its data config) builds, known before building it."""
         return cls.class_names
 
+    def config_found_in_data(self) -> dict[str, Any]:
+        """Data config keys this datamodule found in the data itself (data=folder: its classes and colours),
+        for the run's config, so that a checkpoint rebuilds the datamodule without reading the data."""
+        return {}
+
     @property
     def skipped(self) -> dict[str, int]:
         """Bad samples skipped so far per split; only file datasets with on_bad_sample=skip have any."""
@@ -208,6 +213,14 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, collate_fn=self.val_collate)
+
+    def calibration_dataloader(self, num_batches: int) -> DataLoader:
+        """The first `num_batches` batches of the training split through the validation transforms: a fixed,
+        unaugmented sample of training images, the same in every process and after a resume."""
+        reader = self.train_set.samples
+        subset = Subset(reader, range(min(len(reader), num_batches * self.batch_size)))
+        dataset = TransformedDataset(subset, self.pipeline(self.val_transforms))
+        return DataLoader(dataset, batch_size=self.batch_size, collate_fn=self.val_collate)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False, collate_fn=self.val_collate)

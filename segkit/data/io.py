@@ -35,12 +35,14 @@ def colours_to_ids(colour_mask: np.ndarray, colour_to_id: Mapping[tuple[int, int
                    path: Path | str = "colour mask") -> np.ndarray:
     """An H x W x 3 colour mask as H x W ids; a colour outside `colour_to_id` is an error."""
     packed = _pack_rgb(colour_mask)
-    colours, inverse = np.unique(packed, return_inverse=True)
+    colours, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
     known = {int(_pack_rgb(np.array(colour))): index for colour, index in colour_to_id.items()}
-    unknown = [c for c in colours.tolist() if c not in known]
+    unknown = [(c, int(n)) for c, n in zip(colours.tolist(), counts) if c not in known]
     if unknown:
-        shown = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown[:5]]
-        raise InvalidFileError(f"{path}: colours {shown} are not in the palette of {len(colour_to_id)} class colours")
+        shown = ", ".join(f"{_unpack_rgb(c)} ({n} pixels)" for c, n in unknown[:5])
+        palette = ", ".join(f"{tuple(colour)} -> {index}" for colour, index in colour_to_id.items())
+        raise InvalidFileError(f"{path}: colours {shown} are not in the palette of {len(colour_to_id)} class colours; "
+                               f"known colours (-> id): {palette}")
     ids = np.array([known[c] for c in colours.tolist()], dtype=np.uint8)
     return ids[inverse].reshape(packed.shape)
 
@@ -48,6 +50,10 @@ def colours_to_ids(colour_mask: np.ndarray, colour_to_id: Mapping[tuple[int, int
 def _pack_rgb(colours: np.ndarray) -> np.ndarray:
     colours = colours.astype(np.int64)
     return (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
+
+
+def _unpack_rgb(packed: int) -> tuple[int, int, int]:
+    return (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""What segkit guarantees about the files it reads and writes: a checkpoint is data, never code, and an
+output never replaces an input (`overwritten_inputs`).
+
+`segkit.checkpoints.read_checkpoint` loads a file with `torch.load(weights_only=True)`, so unpickling
+yields tensors and plain containers only. But segkit then builds objects that the checkpoint's config
+names: the network (`hyper_parameters.net`) when a module is rebuilt, the datamodule and its transforms
+(`segkit_config.data`) in eval and predict; Hydra imports and calls any `_target_`, and Lightning any
+`_instantiator` in the hyperparameters. So every value of a checkpoint, at any depth, is checked first
+(`untrusted_entries`):
+
+- every `_target_` is one of `SEGKIT_TARGETS` (the targets of segkit's own conf/, which are the only ones
+  its checkpoints hold) or one the user lists in `trusted_targets`. Exact names, not module prefixes:
+  `albumentations.*` would let in its transforms that read image files named in their arguments;
+- no `_instantiator` key: segkit never writes one;
+- no `${...}` interpolation and no `defaults` list: segkit stores configs composed and resolved, and a
+  resolver or a defaults list would read environment variables, other keys or other configs;
+- no ModelCheckpoint state naming files outside its own folder, which the callback would delete or load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Every `_target_` that a training config composed from conf/ can hold (tests/test_trust.py composes
+# each option of each group and checks that this set is exactly what they hold).
+SEGKIT_TARGETS = frozenset({
+    # What segkit builds from a checkpoint: network, datamodules, their transforms, optimizers, schedulers.
+    "segkit.models.build_model",
+    "segkit.data.FolderDataModule",
+    "segkit.data.PetsDataModule",
+    "segkit.data.SBDDataModule",
+    "segkit.data.ShapesDataModule",
+    "segkit.data.VOCAugDataModule",
+    "segkit.data.VOCDataModule",
+    "albumentations.HorizontalFlip",
+    "albumentations.PadIfNeeded",
+    "albumentations.RandomBrightnessContrast",
+    "albumentations.RandomCrop",
+    "albumentations.RandomScale",
+    "albumentations.Resize",
+    "albumentations.VerticalFlip",
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.SGD",
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.optim.lr_scheduler.PolynomialLR",
+    "torch.optim.lr_scheduler.ReduceLROnPlateau",
+    "torch.optim.lr_scheduler.StepLR",
+    "segkit.schedules.BudgetSchedule",
+    # What the stored training config also names, though segkit never builds it from a checkpoint.
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.callbacks.EarlyStopping",
+    "lightning.pytorch.callbacks.ModelCheckpoint",
+    "lightning.pytorch.callbacks.RichModelSummary",
+    "lightning.pytorch.callbacks.RichProgressBar",
+    "lightning.pytorch.loggers.TensorBoardLogger",
+    "segkit.callbacks.RecomputeBatchNormStats",
+    "segkit.callbacks.StopOnNonFinite",
+    "segkit.checkpoints.AtomicCheckpointIO",
+    "segkit.dashboard.WandbDashboard",
+    "segkit.dashboard.wandb_logger",
+    "segkit.distributed.HydraDDPStrategy",
+    "segkit.resume.LastCheckpoint",
+    "segkit.resume.ResumableCSVLogger",
+})
+
+# Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
+# checkpoints keep loading; segkit never builds them from a checkpoint.
+RETIRED_TARGETS = frozenset({
+    "lightning.pytorch.loggers.CSVLogger",
+    "segkit.callbacks.StopOnNonFiniteLoss",
+})
+
+# The files a ModelCheckpoint callback's state names, besides the keys of its `best_k_models`.
+MODEL_CHECKPOINT_FILES = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def untrusted_entries(data: Any, trusted_targets: Iterable[str] | str = ()) -> list[str]:
+    """`<key path>: <what>` for every entry of `data` (a loaded checkpoint) that would make segkit import or
+    call something outside `SEGKIT_TARGETS` and `trusted_targets`, or resolve anything; empty if none.
+
+    Extra targets that `data` names are logged as a warning, since they run code a user chose to trust.
+    """
+    extra = {trusted_targets} if isinstance(trusted_targets, str) else set(trusted_targets)  # one, or a list
+    extra -= SEGKIT_TARGETS | RETIRED_TARGETS
+    entries, trusted_extra = [], set()
+    for path, key, value in _entries(data, ""):
+        if key == "_target_":
+            if isinstance(value, str) and value in SEGKIT_TARGETS | RETIRED_TARGETS:
+                continue
+            if isinstance(value, str) and value in extra:
+                trusted_extra.add(value)
+                continue
+            entries.append(f"{path}: {value!r}, not a target segkit builds")
+        elif key == "_instantiator":
+            entries.append(f"{path}: {value!r}, an instantiator that Lightning would import and call")
+        elif key == "defaults":
+            entries.append(f"{path}: a Hydra defaults list, which would compose other configs")
+        elif isinstance(value, str) and "${" in value:
+            entries.append(f"{path}: {value!r}, an interpolation that would be resolved")
+    if isinstance(data, dict) and isinstance(data.get("callbacks"), dict):
+        entries += [entry for name, state in data["callbacks"].items() if isinstance(state, dict)
+                    for entry in _files_outside_folder(state, f"callbacks.{name}")]
+    if trusted_extra:
+        log.warning("building targets from outside segkit because trusted_targets lists them: %s",
+                    sorted(trusted_extra))
+    return entries
+
+
+def _files_outside_folder(state: dict, path: str) -> Iterator[str]:
+    """The checkpoint files a ModelCheckpoint state names outside its `dirpath`: resuming into that folder
+    restores them, and the callback would later delete (its top-k) or load (the best) each one."""
+    folder = state.get("dirpath")
+    files = [*(state.get(key) for key in MODEL_CHECKPOINT_FILES), *(state.get("best_k_models") or {})]
+    for file in files:
+        if file and (not isinstance(file, str) or folder is None or Path(file).parent != Path(folder)):
+            yield f"{path}: {file!r}, a checkpoint file outside the callback's folder {folder!r}"
+
+
+def _entries(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """(key path, key, value) of every entry below `node`, dictionaries and lists at any depth."""
+    if isinstance(node, dict):
+        items: Iterable[tuple[Any, Any]] = node.items()
+        paths = [f"{path}.{key}" if path else str(key) for key in node]
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+        paths = [f"{path}[{index}]" for index in range(len(node))]
+    else:
+        return
+    for child_path, (key, value) in zip(paths, items):
+        yield child_path, key, value
+        yield from _entries(value, child_path)
+
+
+def overwritten_inputs(outputs: Iterable[Path], inputs: Iterable[Path]) -> list[Path]:
+    """The `inputs` that writing `outputs` would replace: the same file under any name, through symbolic
+    or hard links (same device and inode), as `os.path.samefile` tells, for paths that may not exist yet."""
+    by_identity = {identity: path for path in inputs if (identity := _file_identity(path)) is not None}
+    return sorted({by_identity[identity] for identity in map(_file_identity, outputs) if identity in by_identity})
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()  # follows symbolic links
+    except OSError:  # not there yet (or a broken link, a link loop): nothing to replace
+        return None
+    return status.st_dev, status.st_ino
