@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from segkit.bench import loader_images_per_s, plain_loop, synthetic_loader
 from segkit.config import CONFIG_DIR
 from segkit.data.files import FileDataModule, SegmentationFiles
-from segkit.data.io import DataError
+from segkit.image_files import DataError
 from segkit.train import build
 
 SPLITS = ("train", "val")

@@ -3,6 +3,10 @@ another dataset with the same classes, written to metrics.json.
 
     python -m segkit.eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt       # its val split
     python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test
+    python -m segkit.eval onnx_path=model.int8.onnx data=pets data.root=../shared/data data.split=test
+
+An ONNX export of segkit.export runs in onnxruntime on the CPU through the same test loop and metrics;
+it carries no data config, so `data=...` is required, and its loss has no class weights.
 
 The model and its training config come from the checkpoint: only the data (`data=...`, `data.*`), the
 paths and the trainer's accelerator, devices and precision can be set on the command line.
@@ -27,35 +31,45 @@ from omegaconf import DictConfig
 from segkit.checkpoint import load_module, read_training_config
 from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
+from segkit.deploy import onnx_module
 from segkit.module import SegmentationModule
 from segkit.train import format_metrics, split_metrics
 
 log = logging.getLogger(__name__)
 
-OVERRIDABLE_KEYS = {"data", "ckpt_path", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
+MODEL_KEYS = ("ckpt_path", "onnx_path")
+OVERRIDABLE_KEYS = {"data", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
                     "trainer.precision"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
 
-def check_overrides(overrides: Sequence[str]) -> str:
+def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
     """Refuses command-line overrides of anything but the data, paths and devices, since the model and
-    its training settings come from the checkpoint; returns the checkpoint path the overrides name."""
-    ckpt_path = None
+    its training settings come from the checkpoint (or the ONNX file); returns which of `ckpt_path` and
+    `onnx_path` the overrides give, and its value."""
+    models: dict[str, str] = {}
+    data_chosen = False
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if key == "ckpt_path":
+        if key in MODEL_KEYS:
             if override.is_sweep_override():
-                raise ValueError(f"{override.input_line}: segkit.eval evaluates one checkpoint per command")
-            ckpt_path = str(override.value())
+                raise ValueError(f"{override.input_line}: segkit.eval evaluates one model per command")
+            models[key] = str(override.value())
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path, paths.*, trainer.accelerator, "
-                f"trainer.devices, trainer.precision and hydra.*"
+                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, paths.*, "
+                f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
-    if ckpt_path is None:
-        raise ValueError("ckpt_path=... is required: the checkpoint to evaluate")
-    return ckpt_path
+        data_chosen |= key == "data"
+    if len(models) != 1:
+        raise ValueError("one of ckpt_path=... (the checkpoint to evaluate) and onnx_path=... (an export of "
+                         "segkit.export) is required" + (f", not both: {models}" if models else ""))
+    ((key, path),) = models.items()
+    if key == "onnx_path" and not data_chosen:
+        raise ValueError(f"onnx_path={path}: name the data to evaluate on with data=<dataset> (data=pets, "
+                         f"data.root=...); an ONNX file carries no data config")
+    return key, path
 
 
 def register_checkpoint_data(ckpt_path: str | Path, trusted_targets: Sequence[str] = ()) -> None:
@@ -88,16 +102,26 @@ def _check_classes(module: SegmentationModule, datamodule: SegmentationDataModul
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """The metrics of the checkpoint `cfg.ckpt_path` on the split `cfg.data.split` of `cfg.data`,
-    written to `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
-    `register_checkpoint_data(ckpt_path)`."""
-    module = load_module(cfg.ckpt_path, cfg.trusted_targets)
+    """The metrics of the checkpoint `cfg.ckpt_path`, or of the ONNX export `cfg.onnx_path` (run by
+    onnxruntime on the CPU), on the split `cfg.data.split` of `cfg.data`, written to
+    `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
+    `register_checkpoint_data(ckpt_path)` for a checkpoint."""
     datamodule = instantiate(cfg.data)
-    _check_classes(module, datamodule, cfg.ckpt_path)
+    if cfg.onnx_path is not None:
+        if cfg.trainer.accelerator not in ("auto", "cpu"):
+            raise ValueError(f"trainer.accelerator={cfg.trainer.accelerator}: onnx_path=... runs on onnxruntime's CPU "
+                             f"provider")
+        source = {"onnx": str(cfg.onnx_path)}
+        module = onnx_module(cfg.onnx_path, datamodule.ignore_index)
+        trainer = instantiate(cfg.trainer, accelerator="cpu", precision="32-true")
+    else:
+        source = {"checkpoint": str(cfg.ckpt_path)}
+        module = load_module(cfg.ckpt_path, cfg.trusted_targets)
+        precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
+        trainer = instantiate(cfg.trainer, precision=precision)
+    _check_classes(module, datamodule, next(iter(source.values())))
     # The normalisation of training: the data config's own, or else the network's.
     datamodule.use_normalisation_of(module.net)
-    precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
-    trainer = instantiate(cfg.trainer, precision=precision)
     # Lightning's test loop reads the datamodule's `split`; its results are renamed after that split.
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     split = datamodule.split
@@ -107,14 +131,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "split": split,
         "samples": len(datamodule.test_set),
         "data": type(datamodule).__name__,
-        "checkpoint": str(cfg.ckpt_path),
+        **source,
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = output_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"segkit eval: {cfg.ckpt_path} on {metrics['data']}, split {split} ({metrics['samples']} samples)\n"
+        print(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
+              f"({metrics['samples']} samples)\n"
               f"  {format_metrics(metrics, split)}\n"
               f"  metrics: {metrics_path}")
     return metrics
@@ -131,7 +156,9 @@ def main() -> None:
     # Overrides are the arguments with a value or a deletion; the rest are Hydra's flags and their values.
     overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))]
     try:
-        register_checkpoint_data(check_overrides(overrides), trusted_targets_override(overrides))
+        key, path = check_overrides(overrides)
+        if key == "ckpt_path":
+            register_checkpoint_data(path, trusted_targets_override(overrides))
     except (ValueError, OSError, OverrideParseException) as error:
         sys.exit(f"segkit.eval: {error}")
     _hydra_main()

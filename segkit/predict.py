@@ -1,8 +1,9 @@
 """python -m segkit.predict ckpt_path=... input=...: class masks and overlays of image files, at each
-image's own size, from a trained checkpoint.
+image's own size, from a trained checkpoint or its ONNX export.
 
     python -m segkit.predict ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt input=photos/ output=masks/
     python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip sliding_window=true
+    python -m segkit.predict onnx_path=model.int8.onnx input=photos/       # through segkit.runtime (onnxruntime)
 
 Writes `<stem>.png`, a palette PNG whose pixel values are class ids (in the dataset's colours), and
 `<stem>_overlay.png`, the image blended with the coloured mask. Images are read as segkit's datasets
@@ -11,9 +12,6 @@ read them (EXIF orientation, grayscale, palette and RGBA to RGB) and normalised 
 
 from __future__ import annotations
 
-import logging
-import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,19 +22,12 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 
 from segkit.checkpoint import load_module
 from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
-from segkit.data.io import read_image
 from segkit.module import SegmentationModule
-from segkit.trust import overwritten_inputs
-
-log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-TTA_MODES = (None, "flip")
+from segkit.runtime import TTA_MODES, OnnxSegmenter, segment_files
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -147,83 +138,25 @@ class Predictor:
         return self.probabilities(image).argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
-def list_images(entries: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The image files named by `entries`: a file, a folder (its files with an image suffix, any case,
-    sorted, not its subfolders) or a list of either."""
-    entries = [entries] if isinstance(entries, (str, Path)) else list(entries)
-    if not entries:
-        raise ValueError("input=[] names no images")
-    files: list[Path] = []
-    for entry in map(Path, entries):
-        if entry.is_dir():
-            found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"input={entry}: the folder holds no image files ({' '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif entry.is_file():
-            files.append(entry)
-        else:
-            raise FileNotFoundError(f"input={entry}: no such file or folder")
-    return files
-
-
-def output_paths(inputs: Sequence[Path], output: Path, overlays: bool) -> list[tuple[Path, Path | None]]:
-    """Per input, its mask's path and its overlay's (or None); names that would be written twice, or
-    over an input, are an error."""
-    planned = [(output / f"{path.stem}.png", output / f"{path.stem}_overlay.png" if overlays else None)
-               for path in inputs]
-    targets = [target for pair in planned for target in pair if target is not None]
-    clashes = sorted(str(target) for target, count in Counter(targets).items() if count > 1)
-    if clashes:
-        raise ValueError(f"{clashes[0]} would be written for more than one input: inputs with the same file stem "
-                         f"(or a stem ending in _overlay) need separate runs or output folders")
-    overwritten = overwritten_inputs(targets, inputs)
-    if overwritten:
-        raise ValueError(f"output={output} would overwrite the input {overwritten[0]}; choose another output folder")
-    return planned
-
-
-def write_mask(mask: np.ndarray, colormap: np.ndarray, path: Path) -> Path:
-    """H x W class ids as a palette PNG: pixel values are the ids, shown in the dataset's colours."""
-    image = Image.fromarray(mask)
-    image.putpalette(colormap.ravel().tolist())  # an 8-bit image with a palette becomes mode "P"
-    image.save(path)
-    return path
-
-
-def write_overlay(image: np.ndarray, mask: np.ndarray, colormap: np.ndarray, alpha: float, path: Path) -> Path:
-    """The image blended with its mask's colours, `alpha` the colours' weight."""
-    blended = image.astype(np.float32) * (1 - alpha) + colormap[mask].astype(np.float32) * alpha
-    Image.fromarray(blended.round().astype(np.uint8)).save(path)
-    return path
-
-
 def predict(cfg: DictConfig) -> list[Path]:
-    """Writes the mask (and overlay) of every image `cfg.input` names into `cfg.output`; returns the
-    files written, in input order."""
-    if not 0 <= cfg.overlay_alpha <= 1:
-        raise ValueError(f"overlay_alpha must be in [0, 1], got {cfg.overlay_alpha}")
-    inputs = list_images(cfg.input)
-    output = Path(cfg.output)
-    planned = output_paths(inputs, output, cfg.overlays)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.trusted_targets, image_size=cfg.image_size,
-                                          tta=cfg.tta, sliding_window=cfg.sliding_window,
-                                          window_overlap=cfg.window_overlap, batch_size=cfg.batch_size, device=device)
-    output.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    start = time.perf_counter()
-    for path, (mask_path, overlay_path) in zip(inputs, planned):
-        image = read_image(path)
-        mask = predictor(image)
-        written.append(write_mask(mask, predictor.colormap, mask_path))
-        if overlay_path is not None:
-            written.append(write_overlay(image, mask, predictor.colormap, cfg.overlay_alpha, overlay_path))
-        log.info("%s: %dx%d -> %s", path, image.shape[0], image.shape[1], mask_path)
-    seconds = time.perf_counter() - start
-    print(f"segkit predict: {len(inputs)} images in {seconds:.1f} s ({seconds / len(inputs):.3f} s per image on "
-          f"{device}), masks{' and overlays' if cfg.overlays else ''} in {output}")
-    return written
+    """Writes the mask (and overlay) of every image `cfg.input` names into `cfg.output`, from the
+    checkpoint `cfg.ckpt_path` or the ONNX export `cfg.onnx_path`; returns the files written, in input order."""
+    if (cfg.ckpt_path is None) == (cfg.onnx_path is None):
+        raise ValueError("give one of ckpt_path=... (a checkpoint) and onnx_path=... (an export of segkit.export)")
+    if cfg.onnx_path is not None:
+        if cfg.sliding_window:
+            raise ValueError("sliding_window=true needs ckpt_path=...: the ONNX runtime predicts on resized "
+                             "images only")
+        if cfg.device not in ("auto", "cpu"):
+            raise ValueError(f"device={cfg.device}: onnx_path=... runs on onnxruntime's CPU provider; use device=cpu")
+        segmenter = OnnxSegmenter(cfg.onnx_path, image_size=cfg.image_size, tta=cfg.tta)
+    else:
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        segmenter = Predictor.from_checkpoint(cfg.ckpt_path, cfg.trusted_targets, image_size=cfg.image_size,
+                                              tta=cfg.tta, sliding_window=cfg.sliding_window,
+                                              window_overlap=cfg.window_overlap, batch_size=cfg.batch_size,
+                                              device=device)
+    return segment_files(segmenter, segmenter.colormap, cfg.input, cfg.output, cfg.overlays, cfg.overlay_alpha)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")

@@ -16,16 +16,20 @@ from segkit.checkpoint import load_module, read_training_config
 from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, ShapesDataModule
-from segkit.data.io import read_image, read_mask_png
+from segkit.data.io import read_mask_png
 from segkit.data.palettes import TRIMAP_COLORMAP
+from segkit.deploy import export
 from segkit.eval import check_overrides, evaluate, register_checkpoint_data
-from segkit.predict import Predictor, list_images, predict, window_starts
+from segkit.image_files import read_image
+from segkit.predict import Predictor, predict, window_starts
+from segkit.runtime import OnnxSegmenter, list_images
 from segkit.train import train
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets
 
 REPO = Path(__file__).resolve().parent.parent
+SHAPES_STD = (0.25, 0.25, 0.25)  # conf/data/shapes.yaml
 WINDOW = (32, 32)  # TINY's data.image_size: the training size every predictor below defaults to
 
 
@@ -52,9 +56,10 @@ def compose_eval(ckpt_path: Path, *overrides: str, output_dir: Path) -> DictConf
     return cfg
 
 
-def compose_predict(ckpt_path: Path, *overrides: str, output_dir: Path) -> DictConfig:
+def compose_predict(model_path: Path, *overrides: str, output_dir: Path, key: str = "ckpt_path") -> DictConfig:
+    """conf/predict.yaml with `<key>=<model_path>`, key ckpt_path or onnx_path."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("predict", overrides=[f"ckpt_path={ckpt_path}", "device=cpu", *overrides])
+        cfg = compose("predict", overrides=[f"{key}={model_path}", "device=cpu", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
@@ -137,9 +142,14 @@ def test_eval_refuses_overrides_of_the_model_naming_the_key(monkeypatch):
     allowed = ["ckpt_path=run/best.ckpt", "data=pets", "data.split=test", "+data.num_val=4", "~data.mean",
                "paths.data_dir=/data", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=bf16-mixed",
                "hydra.run.dir=out", "hydra/job_logging=disabled"]
-    assert check_overrides(allowed) == "run/best.ckpt"
-    with pytest.raises(ValueError, match="ckpt_path=... is required"):
+    assert check_overrides(allowed) == ("ckpt_path", "run/best.ckpt")
+    assert check_overrides(["onnx_path=m.onnx", "data=pets"]) == ("onnx_path", "m.onnx")
+    with pytest.raises(ValueError, match="one of ckpt_path=... .* and onnx_path=... .* is required$"):
         check_overrides(["data.split=val"])
+    with pytest.raises(ValueError, match="is required, not both"):
+        check_overrides(["ckpt_path=run/best.ckpt", "onnx_path=m.onnx"])
+    with pytest.raises(ValueError, match="onnx_path=m.onnx: name the data to evaluate on with data=<dataset>"):
+        check_overrides(["onnx_path=m.onnx", "data.root=/data"])
 
 
 def test_eval_refuses_data_with_another_number_of_classes(best, tmp_path):
@@ -268,6 +278,113 @@ def test_sliding_window_predicts_at_native_scale(best):
     assert sliding(random_image(50, 70, seed=8)).shape == (50, 70)
     assert sliding(random_image(20, 24, seed=9)).shape == (20, 24)
     assert not torch.allclose(sliding.logits(wide), plain.logits(wide))  # native scale, not resized
+
+
+# ONNX exports: segkit.eval and segkit.predict through onnxruntime
+
+# The data TINY trained and validated on, named as an ONNX evaluation must name it.
+TINY_DATA = ["data=shapes", "data.image_size=[32,32]", "data.num_train=32", "data.num_val=16", "data.batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def exports(trained, tmp_path_factory) -> dict[str, Path]:
+    """The best checkpoint of `trained` as fp32 and int8 ONNX files (int8 calibrated on 8 training images)."""
+    folder = tmp_path_factory.mktemp("onnx")
+    best_checkpoint = trained[1]["best_checkpoint"]
+    return {precision: Path(export(best_checkpoint, folder / f"best.{precision}.onnx", precision=precision,
+                                   calibration_images=8, exporter="torchscript", check=False)["onnx"])
+            for precision in ("fp32", "int8")}
+
+
+def compose_onnx_eval(onnx_path: Path, *overrides: str, output_dir: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"onnx_path={onnx_path}", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def test_eval_of_the_onnx_exports_reproduces_the_checkpoints_metrics(trained, exports, tmp_path):
+    _, reported = trained
+    fp32 = evaluate(compose_onnx_eval(exports["fp32"], *TINY_DATA, output_dir=tmp_path / "fp32"))
+    assert fp32["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-4)
+    assert fp32["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-4)
+    assert fp32["onnx"] == str(exports["fp32"]) and "checkpoint" not in fp32 and fp32["samples"] == 16
+    assert json.loads((tmp_path / "fp32" / "metrics.json").read_text()) == fp32
+    int8 = evaluate(compose_onnx_eval(exports["int8"], *TINY_DATA, output_dir=tmp_path / "int8"))
+    assert int8["val/miou"] == pytest.approx(fp32["val/miou"], abs=0.02)
+    with pytest.raises(ValueError, match="the model predicts 3 classes .* VOCDataModule has 21"):
+        evaluate(compose_onnx_eval(exports["fp32"], "data=voc", f"data.root={tmp_path}", output_dir=tmp_path))
+
+
+def test_predict_onnx_path_writes_the_masks_of_the_checkpoint(best, exports, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed, size in enumerate([(37, 53), (120, 90)]):
+        Image.fromarray(random_image(*size, seed=seed)).save(photos / f"p{seed}.png")
+    written = predict(compose_predict(exports["fp32"], f"input={photos}", f"output={tmp_path / 'masks'}",
+                                      output_dir=tmp_path, key="onnx_path"))
+    assert [path.name for path in written] == ["p0.png", "p0_overlay.png", "p1.png", "p1_overlay.png"]
+    predictor = Predictor.from_checkpoint(best)
+    for name in ("p0", "p1"):
+        expected = predictor(read_image(photos / f"{name}.png"))
+        assert np.mean(read_mask_png(tmp_path / "masks" / f"{name}.png") == expected) > 0.99
+    with pytest.raises(ValueError, match="sliding_window=true needs ckpt_path"):
+        predict(compose_predict(exports["fp32"], f"input={photos}", "sliding_window=true", output_dir=tmp_path,
+                                key="onnx_path"))
+    both = compose_predict(best, f"input={photos}", f"onnx_path={exports['fp32']}", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="give one of ckpt_path=... .* and onnx_path=..."):
+        predict(both)
+
+
+# The modules a deployment without torch lacks: importing any of them makes segkit.runtime fail.
+NOT_INSTALLED = ["torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "hydra", "omegaconf",
+                 "albumentations", "cv2", "scipy", "onnx", "onnxconverter_common"]
+TORCH_FREE_PREDICT = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {not_installed}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: a deployment without torch)")
+
+sys.meta_path.insert(0, NotInstalled())
+from segkit.image_files import read_image
+from segkit.runtime import OnnxSegmenter, main
+
+segmenter = OnnxSegmenter({onnx_path!r})
+image = read_image(Path({photo!r}))
+np.save({arrays!r} + "/logits.npy", segmenter.logits(image))
+np.save({arrays!r} + "/mask.npy", segmenter(image))
+main([{onnx_path!r}, {photo!r}, "--output", {output!r}])  # python -m segkit.runtime
+"""
+
+
+def test_runtime_predicts_a_real_photo_like_the_checkpoint_without_torch(best, exports, tmp_path):
+    photo = require_shared_pets() / "oxford-iiit-pet" / "images" / "Abyssinian_1.jpg"
+    output = tmp_path / "masks"
+    script = TORCH_FREE_PREDICT.format(not_installed=NOT_INSTALLED, onnx_path=str(exports["fp32"]), photo=str(photo),
+                                       output=str(output), arrays=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictor = Predictor.from_checkpoint(best)
+    image = read_image(photo)
+    # The training pipeline's resize and normalisation, to within one grey level: cv2 resizes uint8
+    # images in fixed-point arithmetic, the runtime in floats rounded to levels.
+    difference = (OnnxSegmenter(exports["fp32"]).preprocess(image)[0]
+                  - predictor.resize_and_normalise(image=image)["image"].numpy())
+    levels = difference * 255 * np.array(SHAPES_STD)[:, None, None]
+    assert np.abs(levels).max() <= 1 + 1e-4
+    logits, expected = np.load(tmp_path / "logits.npy"), predictor.logits(image).numpy()
+    assert logits.shape == expected.shape == (3, *image.shape[:2])
+    assert np.abs(logits - expected).max() < 0.01
+    mask = np.load(tmp_path / "mask.npy")
+    assert np.mean(mask == predictor(image)) > 0.99
+    assert np.array_equal(read_mask_png(output / "Abyssinian_1.png"), mask)
+    assert "segkit predict: 1 images" in result.stdout
 
 
 # The real Pets sample

@@ -20,8 +20,9 @@ from segkit.data import (
     VOCDataModule,
     VOCSegmentationDataset,
 )
-from segkit.data.io import read_image, read_mask_png, read_sbd_mat, read_split_file
+from segkit.data.io import read_mask_png, read_sbd_mat, read_split_file
 from segkit.data.palettes import voc_colours_to_ids, voc_ids_to_colours, voc_palette
+from segkit.image_files import read_image
 from segkit.module import segmentation_metrics
 
 from .official_layouts import require_shared_pets, write_image, write_pets, write_sbd, write_voc

@@ -1,19 +1,27 @@
+import importlib.metadata
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
+import onnx
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR, to_plain
-from segkit.export import export, export_onnx, onnx_max_abs_difference
+from segkit.data.palettes import TRIMAP_COLORMAP
+from segkit.deploy import convert_fp16, export, export_onnx, onnx_max_abs_difference
+from segkit.export_bench import measure_precisions
 from segkit.models import without_pretrained_weights
-from segkit.module import SegmentationModule
+from segkit.runtime import inference_session, read_metadata
 from segkit.summary import summarize
+from segkit.train import build, train
+
+from .conftest import compose_train
+from .official_layouts import require_shared_pets
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
@@ -66,32 +74,112 @@ def test_every_model_exports_to_onnx_with_dynamic_batch_and_size(make_config, tm
             module.running_var.uniform_(0.5, 2.0)
     path = export_onnx(net, tmp_path / f"{name}.onnx", (64, 64), exporter)
     assert onnx_max_abs_difference(net, path, [(1, 3, 64, 64), (2, 3, 97, 131)]) < 1e-4
+    # Each exporter's graph converts to fp16 into a file onnxruntime loads and runs.
+    fp16 = convert_fp16(path, tmp_path / f"{name}.fp16.onnx")
+    assert onnx_max_abs_difference(net, fp16, [(1, 3, 64, 64)]) < 0.5
+
+
+def save_untrained_checkpoint(path: Path, *overrides: str) -> Path:
+    """A checkpoint of an untrained model with its training config (TINY: shapes at 32x32), as segkit.train writes."""
+    run = build(compose_train(*overrides, output_dir=path.parent / "run"))
+    trainer = L.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(run.module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dsc_checkpoint(tmp_path_factory) -> Path:
+    """The full-width dsc_segnet, untrained, its BatchNorm statistics made non-trivial."""
+    path = save_untrained_checkpoint(tmp_path_factory.mktemp("dsc") / "dsc.ckpt", "model=dsc_segnet", "seed=0")
+    checkpoint = torch.load(path, weights_only=True)
+    for key, value in checkpoint["state_dict"].items():
+        if key.endswith(("running_mean", "running_var")):
+            value.uniform_(0.5, 1.5)
+    torch.save(checkpoint, path)
+    return path
 
 
 def test_export_command_exports_a_checkpoint(tmp_path):
-    module = SegmentationModule(
-        {"_target_": "segkit.models.build_model", "num_classes": 2, "name": "tiny", "input_norm": True,
-         "encoder": {"name": "vgg", "layout": "article", "conv": "dsc", "width": 0.125}},
-        num_classes=2, optimizer={"_target_": "torch.optim.Adam", "_partial_": True}, channels_last=True,
-    )
-    trainer = L.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_progress_bar=False)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(tmp_path / "tiny.ckpt")
-    report = export(tmp_path / "tiny.ckpt", exporter="torchscript")
-    assert Path(report["onnx"]) == tmp_path / "tiny.onnx" and Path(report["onnx"]).stat().st_size > 0
-    assert report["max_abs_difference"] < 1e-4
+    ckpt = save_untrained_checkpoint(tmp_path / "tiny.ckpt", "model.encoder.width=0.125")
+    report = export(ckpt, exporter="torchscript")
+    assert Path(report["onnx"]) == tmp_path / "tiny.onnx" and report["bytes"] == (tmp_path / "tiny.onnx").stat().st_size
+    assert report["max_abs_difference"] < 1e-4 and report["precision"] == "fp32"
 
     result = subprocess.run(
-        [sys.executable, "-m", "segkit.export", f"ckpt_path={tmp_path / 'tiny.ckpt'}", "format=onnx",
-         f"output={tmp_path / 'cli.onnx'}", "exporter=torchscript", f"hydra.run.dir={tmp_path / 'export-run'}"],
+        [sys.executable, "-m", "segkit.export", f"ckpt_path={ckpt}", "format=onnx", "precision=int8",
+         "calibration_images=4", f"output={tmp_path / 'cli.int8.onnx'}", "exporter=torchscript",
+         f"hydra.run.dir={tmp_path / 'export-run'}"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout[result.stdout.index("{"):])["max_abs_difference"] < 1e-4
+    cli_report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert cli_report["calibration"] == {"split": "train", "images": 4} and cli_report["precision"] == "int8"
+    assert read_metadata(inference_session(tmp_path / "cli.int8.onnx"), "cli").precision == "int8"
     with pytest.raises(ValueError, match=r"format='tflite'.*\['onnx'\]"):
-        export(tmp_path / "tiny.ckpt", fmt="tflite")
+        export(ckpt, fmt="tflite")
+    with pytest.raises(ValueError, match=r"precision='int4'.*\['fp32', 'fp16', 'int8'\]"):
+        export(ckpt, precision="int4")
+    with pytest.raises(ValueError, match=r"calibration='test' is not a split of ShapesDataModule; .*'train', 'val'"):
+        export(ckpt, precision="int8", calibration="test", exporter="torchscript")
+    with pytest.raises(ValueError, match="calibration_images must be >= 1, got 0"):
+        export(ckpt, precision="int8", calibration_images=0, exporter="torchscript")
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'missing.ckpt'}: checkpoint not found"):
         export(tmp_path / "missing.ckpt")
+
+
+@pytest.fixture(scope="module")
+def dsc_exports(dsc_checkpoint) -> dict[str, dict]:
+    """segkit.export's report of each precision of the untrained full-width dsc_segnet."""
+    return {precision: export(dsc_checkpoint, dsc_checkpoint.with_suffix(f".{precision}.onnx"), precision=precision,
+                              exporter="torchscript", calibration_images=8)
+            for precision in ("fp32", "fp16", "int8")}
+
+
+def test_fp16_and_int8_exports_are_smaller_and_close_to_pytorch(dsc_exports):
+    sizes = {precision: report["bytes"] for precision, report in dsc_exports.items()}
+    assert sizes["fp16"] < 0.55 * sizes["fp32"]
+    assert sizes["int8"] < sizes["fp32"] / 3
+    differences = {precision: report["max_abs_difference"] for precision, report in dsc_exports.items()}
+    assert differences["fp32"] < 1e-4
+    assert differences["fp16"] < 0.05 and differences["int8"] < 0.5, differences
+    # Inputs and outputs stay float32 for the user; int8 is QDQ (quantize/dequantize pairs around the ops).
+    for precision in ("fp16", "int8"):
+        session = inference_session(dsc_exports[precision]["onnx"])
+        assert [(i.name, i.type) for i in session.get_inputs()] == [("images", "tensor(float)")]
+        assert [(o.name, o.type) for o in session.get_outputs()] == [("logits", "tensor(float)")]
+    ops = {node.op_type for node in onnx.load(dsc_exports["int8"]["onnx"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_exports_carry_the_metadata_the_runtime_needs(dsc_exports):
+    props = {entry.key: entry.value for entry in onnx.load(dsc_exports["fp16"]["onnx"]).metadata_props}
+    assert json.loads(props["segkit.class_names"]) == ["object", "background", "border"]
+    assert json.loads(props["segkit.colormap"]) == TRIMAP_COLORMAP.tolist()
+    # The shapes data's own normalisation (conf/data/shapes.yaml), which training used.
+    assert json.loads(props["segkit.mean"]) == [0.5] * 3 and json.loads(props["segkit.std"]) == [0.25] * 3
+    assert json.loads(props["segkit.image_size"]) == [32, 32] and json.loads(props["segkit.size_divisor"]) == 16
+    assert json.loads(props["segkit.precision"]) == "fp16"
+    assert json.loads(props["segkit.segkit_version"]) == importlib.metadata.version("segkit")
+
+
+@pytest.mark.slow
+def test_int8_dsc_segnet_keeps_the_pets_miou_of_fp32_in_a_third_of_the_size(tmp_path):
+    root = require_shared_pets()
+    cfg = compose_train("experiment=pets_dsc_segnet", f"data.root={root}", "data.image_size=[64,64]",
+                        "data.num_workers=0", "trainer.max_epochs=10", "trainer.check_val_every_n_epoch=1000",
+                        "trainer.accelerator=cpu", "callbacks.rich_progress_bar=null",
+                        "+trainer.enable_progress_bar=false",
+                        output_dir=tmp_path / "train", tiny=False)
+    checkpoint = train(cfg)["last_checkpoint"]
+    rows = {row["precision"]: row for row in measure_precisions(checkpoint, tmp_path / "onnx", ("fp32", "int8"),
+                                                                threads=1, rounds=3)}
+    fp32, int8 = rows["fp32"], rows["int8"]
+    # Above all-background (0.19): a model that learnt the pets, so that keeping its mIoU means something.
+    assert fp32["pytorch_miou"] > 0.3
+    assert fp32["miou"] == pytest.approx(fp32["pytorch_miou"], abs=1e-3)
+    assert int8["miou"] == pytest.approx(fp32["miou"], abs=0.02)
+    assert int8["bytes"] <= fp32["bytes"] / 3
 
 
 @pytest.mark.parametrize("output", ["same", "relative", "symlink", "hardlink"])

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from segkit.data.datamodule import SegmentationDataModule
-from segkit.data.io import DataError, InvalidFileError, MissingFileError, read_image, read_mask
+from segkit.data.io import read_mask
+from segkit.image_files import DataError, InvalidFileError, MissingFileError, read_image
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from segkit.data.files import FileDataModule, LabelMap, SampleFiles
-from segkit.data.io import InvalidFileError, MissingFileError, read_mask, read_split_file, require_file
+from segkit.data.io import read_mask, read_split_file
+from segkit.image_files import InvalidFileError, MissingFileError, require_file
 
 log = logging.getLogger(__name__)
 
