@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
-from segkit.image_files import read_image
+from segkit.image_files import read_image, require_file
 from segkit.trust import overwritten_inputs
 
 METADATA_PREFIX = "segkit."
@@ -186,6 +186,8 @@ def list_images(entries: str | Path | Sequence[str | Path]) -> list[Path]:
             files += found
         elif entry.is_file():
             files.append(entry)
+        elif entry.is_symlink() or entry.exists():
+            require_file(entry, "input")  # says what it is instead: a link loop, a link to nothing, a pipe
         else:
             raise FileNotFoundError(f"input={entry}: no such file or folder")
     return files

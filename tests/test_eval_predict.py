@@ -15,7 +15,7 @@ import segkit.eval
 from segkit.checkpoint import load_module, read_training_config
 from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR
-from segkit.data import InvalidFileError, ShapesDataModule
+from segkit.data import InvalidFileError, MissingFileError, ShapesDataModule
 from segkit.data.io import read_mask_png
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import export
@@ -189,6 +189,14 @@ def test_list_images_takes_files_folders_and_lists(tmp_path):
         list_images(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="input=.*nowhere.jpg: no such file or folder"):
         list_images(tmp_path / "nowhere.jpg")
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    with pytest.raises(InvalidFileError, match="loop.jpg: input is a loop of symbolic links, expected a file"):
+        list_images(loop)
+    dangling = tmp_path / "gone.jpg"
+    dangling.symlink_to(tmp_path / "deleted.jpg")
+    with pytest.raises(MissingFileError, match="gone.jpg: input is a symbolic link to .*deleted.jpg, which does not"):
+        list_images(dangling)
 
 
 def test_predict_writes_palette_masks_and_overlays_at_each_input_size(best, tmp_path):
