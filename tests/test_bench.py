@@ -216,6 +216,7 @@ def test_compiled_rows_train_and_infer(bench_cfg):
     assert result["rows"][1]["train_images_per_s"] > 0 and result["loader"] is None
 
 
+@pytest.mark.slow  # long: kept out of make test to hold it under 10 minutes
 def test_command_line_benches_the_chosen_model_and_prints_the_table(tmp_path):
     run_dir = tmp_path / "bench-run"
     overrides = [override for override in TINY_BENCH if not override.startswith("bench.models")]

@@ -18,10 +18,10 @@ def test_train_config_has_the_documented_groups():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_of_every_group_composes_and_builds(make_config, group, option, monkeypatch):
+def test_every_option_of_every_group_composes_and_builds(make_config, group, option, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    # data=folder reads its classes from the folder's files unless the config names them.
-    classes = ["data.classes=[background,object]"] if (group, option) == ("data", "folder") else []
+    # data=folder needs its folder, and reads its classes from the folder's files unless the config names them.
+    classes = ["data.classes=[background,object]", f"data.root={tmp_path}"] if (group, option) == ("data", "folder") else []
     cfg = make_config(f"{group}={option}", *classes)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     run = build(cfg)

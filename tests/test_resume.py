@@ -70,6 +70,7 @@ def test_a_run_killed_by_sigterm_resumes_to_the_weights_of_an_uninterrupted_run(
     assert resumed["val/miou"] == uninterrupted["val/miou"]
 
 
+@pytest.mark.slow  # long: kept out of make test to hold it under 10 minutes
 def test_ctrl_c_stops_after_the_batch_and_saves_last_ckpt(tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"

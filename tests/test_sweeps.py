@@ -36,6 +36,7 @@ def read_summary(sweep_dir: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((sweep_dir / SUMMARY_FILE).open()))
 
 
+@pytest.mark.slow  # long: kept out of make test to hold it under 10 minutes
 def test_a_2x2_multirun_makes_four_run_folders_and_a_summary_sorted_by_miou(tmp_path):
     sweep_dir, stdout = multirun(tmp_path, "model=dsc_segnet,segnet", "optimizer.lr=1e-3,5e-3")
 

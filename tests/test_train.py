@@ -46,6 +46,7 @@ def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config):
     assert result["val/miou"] == pytest.approx(written["val/miou"], abs=1e-6)
 
 
+@pytest.mark.slow  # long: kept out of make test to hold it under 10 minutes
 def test_short_run_learns_the_shapes(make_config):
     cfg = make_config("data.num_train=384", "trainer.max_epochs=3", "optimizer.lr=0.003", "data.num_val=64")
     metrics = train(cfg)
@@ -53,6 +54,7 @@ def test_short_run_learns_the_shapes(make_config):
     assert metrics["val/miou"] > 0.5
 
 
+@pytest.mark.slow  # long: kept out of make test to hold it under 10 minutes
 def test_command_line_run_with_overrides_writes_its_run_dir(tmp_path):
     run_dir = tmp_path / "cli-run"
     result = subprocess.run(
