@@ -250,7 +250,9 @@ def check_resume_settings(path: _PATH, settings: Mapping[str, Any], checkpoint: 
     changed = [f"{key} (checkpoint {theirs.get(key, '<absent>')!r}, config {ours.get(key, '<absent>')!r})"
                for key in sorted(set(ours) | set(theirs))
                if any(key == fixed or key.startswith(f"{fixed}.") for fixed in FIXED_ON_RESUME)
-               and ours.get(key) != theirs.get(key)]
+               and ours.get(key) != theirs.get(key)
+               # A setting that the checkpoint's segkit version did not have yet cannot be compared.
+               and key in theirs]
     if changed:
         raise CheckpointError(
             f"{path}: resuming cannot change {', '.join(changed)}: the run continues with the optimizer, scheduler "

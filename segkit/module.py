@@ -18,6 +18,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
 from segkit.checkpoints import read_trusted_checkpoint
+from segkit.losses import SegmentationLoss
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
 from segkit.schedules import BudgetSchedule, training_progress
@@ -33,21 +34,6 @@ PartialSpec = Mapping[str, Any] | Callable[..., Any]
 def _complete(spec: PartialSpec, *args: Any) -> Any:
     factory = instantiate(spec) if isinstance(spec, Mapping) else spec
     return factory(*args)
-
-
-class LabelledPixelsCrossEntropy(nn.CrossEntropyLoss):
-    """torch's cross-entropy averaged over the labelled pixels (weighted by class, as torch's mean is), and 0 for a
-    batch whose pixels are all `ignore_index`, where torch's mean is 0 / 0 = NaN: a crop of a border region is
-    a valid batch, not a diverged run."""
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = F.cross_entropy(logits, target, self.weight, ignore_index=self.ignore_index, reduction="sum",
-                                label_smoothing=self.label_smoothing)
-        labelled = target != self.ignore_index
-        if self.weight is None:
-            return total / labelled.sum().clamp(min=1)
-        pixel_weights = self.weight[target.where(labelled, 0)] * labelled
-        return total / pixel_weights.sum().clamp(min=torch.finfo(pixel_weights.dtype).tiny)
 
 
 def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
@@ -90,6 +76,8 @@ class SegmentationModule(L.LightningModule):
         scheduler: PartialSpec | None = None,
         ignore_index: int = 255,
         class_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+        dice_weight: float = 0.0,
         class_names: Sequence[str] | None = None,
         monitor: str = "val/miou",
         channels_last: bool = False,
@@ -113,7 +101,7 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"micro_iou_classes {unknown} are not classes of the data; classes: {self.class_names}")
         self.micro_iou_classes = [self.class_names.index(name) for name in micro_iou_classes or ()]
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.criterion = LabelledPixelsCrossEntropy(weight=weight, ignore_index=ignore_index)
+        self.criterion = SegmentationLoss(weight, ignore_index, label_smoothing, dice_weight)
         metrics = segmentation_metrics(num_classes, ignore_index)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")

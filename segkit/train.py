@@ -20,10 +20,12 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.dashboard import log_run_summary
 from segkit.data import SegmentationDataModule
 from segkit.distributed import end_job
+from segkit.losses import class_weights_from_counts, count_class_pixels
 from segkit.lr_find import find_lr
 from segkit.models import count_parameters
 from segkit.module import SegmentationModule
@@ -49,6 +51,18 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in (group or {}).values() if node is not None]
 
 
+def class_weights(cfg: DictConfig, datamodule: SegmentationDataModule) -> list[float] | None:
+    """`loss.class_weights` as numbers: as given, or computed from the training masks (segkit.losses)."""
+    weights = cfg.loss.class_weights
+    if not isinstance(weights, str):
+        return to_plain(weights)
+    class_pixels, image_pixels = count_class_pixels(datamodule.training_masks(), cfg.data.num_classes)
+    weights = class_weights_from_counts(weights, class_pixels, image_pixels, datamodule.class_names)
+    log.info("loss.class_weights=%s from the training masks: %s", cfg.loss.class_weights,
+             dict(zip(datamodule.class_names, weights)))
+    return weights
+
+
 def build(cfg: DictConfig) -> Run:
     """Builds the datamodule, module and trainer that `cfg` describes, without training."""
     datamodule = instantiate(cfg.data)
@@ -60,7 +74,9 @@ def build(cfg: DictConfig) -> Run:
         optimizer=to_plain(cfg.optimizer),
         scheduler=to_plain(cfg.get("scheduler")),
         ignore_index=cfg.data.ignore_index,
-        class_weights=to_plain(cfg.loss.class_weights),
+        class_weights=class_weights(cfg, datamodule),
+        label_smoothing=cfg.loss.label_smoothing,
+        dice_weight=cfg.loss.dice_weight,
         class_names=list(datamodule.class_names),
         monitor=cfg.optimized_metric,
         channels_last=cfg.channels_last,
@@ -182,6 +198,7 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_p
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    keep_freed_memory()
     try:
         metrics = train(cfg)
     except SIGTERMException:

@@ -32,6 +32,7 @@ from segkit.checkpoints import (
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import FileDataModule, SegmentationDataModule
 from segkit.data.files import check_on_bad_sample
+from segkit.losses import CLASS_WEIGHTINGS
 from segkit.models import ENCODERS, without_pretrained_weights
 
 TRANSFORM_KEYS = ("train_transforms", "val_transforms")
@@ -57,6 +58,8 @@ def validate(cfg: DictConfig) -> None:
         for key in ("lr", "encoder_lr_factor"):
             if key in cfg.optimizer:
                 _require_positive(f"optimizer.{key}", cfg.optimizer[key])
+    if cfg.get("loss") is not None:
+        _check_loss(cfg.loss, data)
     if cfg.get("trainer") is not None:
         _check_trainer(cfg.trainer)
     if cfg.get("scheduler"):
@@ -225,6 +228,25 @@ def require_int(key: str, value: Any, minimum: int, maximum: int | None = None) 
             or (maximum is not None and value > maximum)):
         bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise ConfigError(f"{key}={value}: expected an integer {bounds}")
+
+
+def _check_loss(loss: DictConfig, data: DictConfig | None) -> None:
+    weights = loss.get("class_weights")
+    if isinstance(weights, str) and weights not in CLASS_WEIGHTINGS:
+        raise ConfigError(f"loss.class_weights={weights!r}: expected a list of numbers, null or one of "
+                          f"{list(CLASS_WEIGHTINGS)}")
+    if weights is not None and not isinstance(weights, str):
+        if data is not None and len(weights) != data.num_classes:
+            raise ConfigError(f"loss.class_weights has {len(weights)} values {list(weights)} for data.num_classes="
+                              f"{data.num_classes}: expected one weight per class")
+        for index, weight in enumerate(weights):
+            _require_positive(f"loss.class_weights[{index}]", weight)
+    smoothing = loss.get("label_smoothing", 0.0)
+    if isinstance(smoothing, bool) or not isinstance(smoothing, Real) or not 0 <= smoothing < 1:
+        raise ConfigError(f"loss.label_smoothing={smoothing}: expected a number in [0, 1)")
+    dice = loss.get("dice_weight", 0.0)
+    if isinstance(dice, bool) or not isinstance(dice, Real) or not 0 <= dice < math.inf:
+        raise ConfigError(f"loss.dice_weight={dice}: expected a finite number >= 0")
 
 
 def _require_positive(key: str, value: Any) -> None:

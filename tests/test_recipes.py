@@ -1,16 +1,24 @@
 """Training recipes: the budget-following lr schedule and BatchNorm statistics recomputed before validation."""
 
 import math
+import resource
+import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Timer
 from torch.optim.swa_utils import update_bn
 
+from segkit.allocator import keep_freed_memory, use_system_defaults
 from segkit.callbacks import RecomputeBatchNormStats
+from segkit.module import SegmentationModule
+from segkit.losses import SegmentationLoss, class_weights_from_counts, count_class_pixels, soft_dice_loss
 from segkit.schedules import BudgetSchedule, training_progress
 from segkit.train import build, train
+from segkit.validate import ConfigError, validate
 
 from .conftest import compose_train
 
@@ -88,3 +96,105 @@ def test_recomputed_statistics_lift_a_lagging_eval_network(tmp_path):
 def test_recompute_batchnorm_stats_needs_a_batch():
     with pytest.raises(ValueError, match="num_batches=0: expected at least 1"):
         RecomputeBatchNormStats(0)
+
+
+# --- losses ---------------------------------------------------------------------------------------------------
+
+def test_soft_dice_loss_matches_a_hand_computed_value_and_leaves_ignored_pixels_out():
+    # Two classes, three labelled pixels (truth 0, 0, 1) and one ignored. Logits put p(class 0) at 0.5, 0.5, 0.5.
+    logits = torch.zeros(1, 2, 1, 4)
+    target = torch.tensor([[[0, 0, 1, 255]]])
+    labelled = target != 255
+    # class 0: intersection 1.0, cardinality 1.5 + 2 -> dice (2 + 1) / (3.5 + 1); class 1: (1 + 1) / (2.5 + 1)
+    expected = 1 - ((3 / 4.5) + (2 / 3.5)) / 2
+    assert soft_dice_loss(logits, target, labelled).item() == pytest.approx(expected)
+    assert soft_dice_loss(logits, torch.full_like(target, 255), torch.zeros_like(labelled)).item() == 0.0
+
+
+def test_loss_adds_the_dice_term_and_label_smoothing_to_the_labelled_pixel_cross_entropy():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    target[0, 0, 0] = 255
+    plain = SegmentationLoss()(logits, target)
+    assert plain.item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=255).item())
+    with_dice = SegmentationLoss(dice_weight=0.5)(logits, target)
+    assert with_dice.item() == pytest.approx(plain.item() + 0.5 * soft_dice_loss(logits, target, target != 255).item())
+    smoothed = SegmentationLoss(label_smoothing=0.1)(logits, target)
+    assert smoothed.item() == pytest.approx(
+        F.cross_entropy(logits, target, ignore_index=255, label_smoothing=0.1).item())
+
+
+def test_median_frequency_weights_follow_segnets_definition():
+    masks = [np.array([[0, 0, 1, 1]]), np.array([[1, 1, 1, 2]]), np.array([[255, 255, 1, 1]])]
+    class_pixels, image_pixels = count_class_pixels(masks, num_classes=3)
+    assert class_pixels.tolist() == [2, 7, 1]
+    assert image_pixels.tolist() == [4, 10, 4]  # the ignored pixels count in no image's total
+    frequency = np.array([2 / 4, 7 / 10, 1 / 4])
+    median = np.median(frequency)
+    names = ["a", "b", "c"]
+    assert class_weights_from_counts("median_frequency", class_pixels, image_pixels, names) == pytest.approx(
+        (median / frequency).tolist(), abs=1e-4)
+    assert class_weights_from_counts("inverse_sqrt_frequency", class_pixels, image_pixels, names) == pytest.approx(
+        np.sqrt(median / frequency).tolist(), abs=1e-4)
+    with pytest.raises(ValueError, match=r"no pixel of class\(es\) \['c'\]"):
+        class_weights_from_counts("median_frequency", [2, 7, 0], [4, 10, 0], names)
+
+
+def test_class_weights_computed_from_the_training_masks_reach_the_loss(tmp_path):
+    cfg = compose_train("loss.class_weights=median_frequency", output_dir=tmp_path)
+    run = build(cfg)
+    class_pixels, image_pixels = count_class_pixels(run.datamodule.training_masks(), 3)
+    expected = class_weights_from_counts("median_frequency", class_pixels, image_pixels, ["o", "b", "e"])
+    assert run.module.criterion.weight.tolist() == pytest.approx(expected, abs=1e-4)
+    assert run.module.hparams.class_weights == expected  # saved with the checkpoint
+    assert expected[1] == min(expected) < 1  # shapes: the background is the most frequent class
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.class_weights=median", r"loss.class_weights='median': expected a list of numbers, null or one of"),
+    ("loss.class_weights=[1.0,2.0]", r"loss.class_weights has 2 values \[1.0, 2.0\] for data.num_classes=3"),
+    ("loss.class_weights=[1.0,0,1.0]", r"loss.class_weights\[1\]=0: expected a finite number > 0"),
+    ("loss.label_smoothing=1.0", r"loss.label_smoothing=1.0: expected a number in \[0, 1\)"),
+    ("loss.dice_weight=-1", r"loss.dice_weight=-1: expected a finite number >= 0"),
+])
+def test_a_bad_loss_setting_is_named_before_anything_is_built(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_train(override, output_dir=tmp_path))
+
+
+# --- exponential moving average ---------------------------------------------------------------------------------
+
+def test_ema_run_saves_and_validates_the_averaged_weights(tmp_path):
+    cfg = compose_train("callbacks=ema", "callbacks.ema.decay=0.5", "trainer.max_epochs=2", output_dir=tmp_path)
+    metrics = train(cfg)
+    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)
+    averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    weight = next(key for key in averaged if key.endswith("weight") and averaged[key].dim() == 4)
+    assert not torch.equal(averaged[weight], current[weight])
+    # segkit.eval's module is the averaged network.
+    module = SegmentationModule.load_from_checkpoint(metrics["best_checkpoint"])
+    assert torch.equal(module.state_dict()[weight], averaged[weight])
+
+
+# --- allocator ------------------------------------------------------------------------------------------------
+
+def _faults_of_a_fresh_64_mib_block() -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 * 1024 * 1024)  # 64 MiB, written in full
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_kept_freed_memory_serves_the_next_large_block_without_page_faults():
+    try:
+        use_system_defaults()
+        _faults_of_a_fresh_64_mib_block()
+        mapped_afresh = _faults_of_a_fresh_64_mib_block()
+        assert keep_freed_memory()
+        _faults_of_a_fresh_64_mib_block()
+        reused = _faults_of_a_fresh_64_mib_block()
+    finally:
+        use_system_defaults()
+    assert mapped_afresh > 10_000  # 16k pages of 4 KiB, zero-filled on first touch
+    assert reused < mapped_afresh / 20

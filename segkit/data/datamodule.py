@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import albumentations as A
@@ -224,6 +224,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False, collate_fn=self.val_collate)
+
+    def training_masks(self) -> Iterator[np.ndarray]:
+        """The class-id mask of every training sample as stored (no transforms), for statistics such as class
+        frequencies; bad samples follow data.on_bad_sample as in training."""
+        reader = self.train_set.samples if self.train_set is not None else self.build_split("train")
+        for index in range(len(reader)):
+            yield reader[index][1]
 
 
 def _resume_position(trainer: L.Trainer | None) -> tuple[int, int]:
