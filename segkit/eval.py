@@ -2,7 +2,7 @@
 another dataset with the same classes, written to metrics.json.
 
     python -m segkit.eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt       # its val split
-    python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test
+    python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test [tta=flip]
     python -m segkit.eval onnx_path=model.int8.onnx data=pets data.root=../shared/data data.split=test
 
 An ONNX export of segkit.export runs in onnxruntime on the CPU through the same test loop and metrics;
@@ -33,12 +33,13 @@ from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
 from segkit.deploy import onnx_module
 from segkit.module import SegmentationModule
+from segkit.runtime import TTA_MODES
 from segkit.train import format_metrics, split_metrics
 
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("ckpt_path", "onnx_path")
-OVERRIDABLE_KEYS = {"data", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
+OVERRIDABLE_KEYS = {"data", "trusted_targets", "tta", "paths", "trainer.accelerator", "trainer.devices",
                     "trainer.precision"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
@@ -58,7 +59,7 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, paths.*, "
+                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, tta, paths.*, "
                 f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
         data_chosen |= key == "data"
@@ -106,6 +107,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     onnxruntime on the CPU), on the split `cfg.data.split` of `cfg.data`, written to
     `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
     `register_checkpoint_data(ckpt_path)` for a checkpoint."""
+    if cfg.tta not in TTA_MODES:
+        raise ValueError(f"tta={cfg.tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
+    if cfg.tta is not None and cfg.onnx_path is not None:
+        raise ValueError(f"tta={cfg.tta}: segkit.eval applies test-time augmentation to checkpoints only; "
+                         f"onnx_path={cfg.onnx_path} is scored as exported")
     datamodule = instantiate(cfg.data)
     if cfg.onnx_path is not None:
         if cfg.trainer.accelerator not in ("auto", "cpu"):
@@ -117,6 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         source = {"checkpoint": str(cfg.ckpt_path)}
         module = load_module(cfg.ckpt_path, cfg.trusted_targets)
+        module.test_time_augmentation = cfg.tta
         precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
         trainer = instantiate(cfg.trainer, precision=precision)
     _check_classes(module, datamodule, next(iter(source.values())))
@@ -132,6 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "samples": len(datamodule.test_set),
         "data": type(datamodule).__name__,
         **source,
+        "tta": cfg.tta,
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:

@@ -116,6 +116,8 @@ class SegmentationModule(L.LightningModule):
         self.segkit_config: dict[str, Any] | None = None
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
+        # "flip": the test loop (segkit.eval tta=flip) scores the mean of the image's and its mirror's softmax.
+        self.test_time_augmentation: str | None = None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -143,12 +145,19 @@ class SegmentationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
 
+    def flip_averaged_log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """The log of the mean softmax of `images` and of their mirror images (flipped back): logits of the
+        flip test-time augmentation, which the loss and the metrics take as they take the network's."""
+        probabilities = (self(images).softmax(dim=1) + self(images.flip(-1)).flip(-1).softmax(dim=1)) / 2
+        return probabilities.clamp(min=torch.finfo(probabilities.dtype).tiny).log()
+
     def _step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, loss_mean: MeanMetric
+        self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, loss_mean: MeanMetric,
+        tta: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's loss and predicted class ids (N x H x W), both added to the stage's epoch figures."""
         images, masks = batch
-        logits = self(images)
+        logits = self.flip_averaged_log_probabilities(images) if tta == "flip" else self(images)
         loss = self.criterion(logits, masks)
         predictions = logits.argmax(dim=1)
         metrics.update(predictions, masks)
@@ -172,7 +181,7 @@ class SegmentationModule(L.LightningModule):
         return self._step(batch, self.val_metrics, self.val_loss)[1]
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, self.test_metrics, self.test_loss)
+        self._step(batch, self.test_metrics, self.test_loss, self.test_time_augmentation)
 
     def _log_epoch_metrics(self, metrics: MetricCollection, loss_mean: MeanMetric, loss_name: str) -> None:
         """Logs the set's mean loss, mIoU, pixel accuracy and one IoU per class, then starts the next epoch afresh."""

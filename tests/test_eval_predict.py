@@ -118,6 +118,26 @@ def test_eval_data_split_train_evaluates_the_training_samples(best, tmp_path):
     assert metrics["train/miou"] == pytest.approx(np.mean(list(metrics["train/iou_per_class"].values())))
 
 
+def test_eval_tta_flip_scores_the_mean_of_each_image_and_its_mirror(best, tmp_path):
+    metrics = evaluate(compose_eval(best, "tta=flip", output_dir=tmp_path / "tta"))
+    module = load_module(best)
+    datamodule = instantiate(compose_eval(best, output_dir=tmp_path / "by_hand").data)
+    datamodule.use_normalisation_of(module.net)
+    datamodule.setup("test")
+    confmat = torch.zeros(3, 3, dtype=torch.long)
+    with torch.no_grad():
+        for images, masks in datamodule.test_dataloader():
+            mirrored = module(images.flip(-1)).flip(-1).softmax(dim=1)
+            predictions = ((module(images).softmax(dim=1) + mirrored) / 2).argmax(dim=1)
+            labelled = masks != 255
+            confmat += torch.bincount(masks[labelled] * 3 + predictions[labelled], minlength=9).reshape(3, 3)
+    iou = confmat.diag() / (confmat.sum(0) + confmat.sum(1) - confmat.diag())
+    assert metrics["tta"] == "flip"
+    assert metrics["val/miou"] == pytest.approx(iou.mean().item(), abs=1e-6)
+    with pytest.raises(ValueError, match=r"tta='rotate' is not a test-time augmentation; expected one of \[None, 'flip'\]"):
+        evaluate(compose_eval(best, "tta=rotate", output_dir=tmp_path / "bad"))
+
+
 def test_eval_command_line_writes_metrics_json(trained, best, tmp_path):
     run_dir = tmp_path / "cli-eval"
     result = subprocess.run(
