@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -21,6 +21,9 @@ from segkit.checkpoints import read_trusted_checkpoint
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
 from segkit.schedules import BudgetSchedule, training_progress
+
+if TYPE_CHECKING:
+    from segkit.distill import Distillation
 
 # segkit's epoch values are equal on every rank before they are logged (_log_epoch_metrics); Lightning cannot know
 # that, and its advice, sync_dist=True, is what made trainer=ddp deadlock.
@@ -128,6 +131,9 @@ class SegmentationModule(L.LightningModule):
         self.segkit_config: dict[str, Any] | None = None
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
+        # A teacher whose soft predictions join the training loss (segkit.distill; `segkit.train.build` sets it
+        # from distill.teacher). Not a submodule: its weights stay out of this module's parameters and checkpoints.
+        self.distillation: Distillation | None = None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -162,6 +168,8 @@ class SegmentationModule(L.LightningModule):
         images, masks = batch
         logits = self(images)
         loss = self.criterion(logits, masks)
+        if self.distillation is not None and self.training:
+            loss = self.distillation.loss(loss, logits, images, masks)
         predictions = logits.argmax(dim=1)
         metrics.update(predictions, masks)
         # Weighted by the images with a labelled pixel: one with none has no loss to average in.
