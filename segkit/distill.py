@@ -76,8 +76,11 @@ class Distillation:
 def load_teacher(path: str | Path, num_classes: int, trusted_targets: Iterable[str] = ()) -> nn.Module:
     """The `SegmentationModule` of the checkpoint at `path`, on the CPU; refused (a `CheckpointError` naming
     the file) when it names untrusted code or was trained for another number of classes than `num_classes`."""
-    checkpoint = read_trusted_checkpoint(path, trusted_targets, mmap=True)
-    teacher_classes = check_checkpoint_matches(path, None, None, checkpoint)["num_classes"]
+    try:
+        checkpoint = read_trusted_checkpoint(path, trusted_targets, mmap=True)
+        teacher_classes = check_checkpoint_matches(path, None, None, checkpoint)["num_classes"]
+    except CheckpointError as error:
+        raise CheckpointError(f"distill.teacher={error}") from error  # its message starts with the path
     if teacher_classes != num_classes:
         raise CheckpointError(f"distill.teacher={path}: the teacher predicts {teacher_classes} classes and the "
                               f"student {num_classes} (data.num_classes); distil from a teacher trained on the "

@@ -74,6 +74,12 @@ def test_a_teacher_of_other_classes_is_refused_naming_both_counts(teacher_checkp
         build_distillation(config, num_classes=21, ignore_index=255)
 
 
+def test_a_missing_teacher_is_named_by_its_key(tmp_path):
+    config = {"teacher": str(tmp_path / "none.ckpt"), "temperature": 4.0, "weight": 0.5}
+    with pytest.raises(CheckpointError, match=r"distill\.teacher=.*none\.ckpt: checkpoint not found"):
+        build_distillation(config, num_classes=3, ignore_index=255)
+
+
 def test_a_distilled_run_leaves_the_teacher_unchanged_and_out_of_the_checkpoint(teacher_checkpoint, tmp_path,
                                                                                monkeypatch):
     teacher_state = read_checkpoint(teacher_checkpoint)["state_dict"]
