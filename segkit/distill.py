@@ -40,6 +40,7 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
 
 def check_settings(temperature: Any, weight: Any) -> None:
+    """Raises a ValueError naming the key for a temperature that is not > 0 or a weight outside [0, 1]."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"distill.temperature={temperature!r}: expected a number > 0")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:

@@ -155,8 +155,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], metric: str) -> str:
         lines.append(f"| {row['model']} | {row['job']} | {row[metric]:.4f} | {row['gmacs']:.3f} | {row['params']:,} "
                      f"| {row['latency_ms']:.1f} | {fronts} |")
     size = {row["image_size"] for row in rows}
-    lines += ["", f"GMACs and latency at {', '.join(sorted(size))}; Pareto front: no other run is both cheaper "
-              f"and better in {metric}."]
+    lines += ["", f"GMACs and latency at {', '.join(sorted(size))}, latency with {rows[0]['threads']} CPU threads; "
+              f"Pareto front: no other run is both cheaper and better in {metric}."]
     return "\n".join(lines)
 
 
@@ -183,11 +183,21 @@ def plot(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> None:
 
 
 def write_tradeoff(sweep_dir: Path, metric: str = "val/miou", warmup: int = 3, rounds: int = 20,
-                   trusted_targets: Iterable[str] = ()) -> dict[str, Path]:
-    """Measures the sweep's runs and writes tradeoff.csv, tradeoff.md and tradeoff.png into `sweep_dir`."""
-    if warmup < 0 or rounds < 1:
-        raise ValueError(f"warmup={warmup}, rounds={rounds}: expected warmup >= 0 and rounds >= 1")
-    rows = tradeoff_rows(read_runs(sweep_dir, metric, trusted_targets), metric, warmup, rounds)
+                   trusted_targets: Iterable[str] = (), threads: int | None = None) -> dict[str, Path]:
+    """Measures the sweep's runs and writes tradeoff.csv, tradeoff.md and tradeoff.png into `sweep_dir`.
+    `threads`: torch's CPU threads for the timing (None: torch's default)."""
+    if warmup < 0 or rounds < 1 or (threads is not None and threads < 1):
+        raise ValueError(f"warmup={warmup}, rounds={rounds}, threads={threads}: expected warmup >= 0, rounds >= 1 "
+                         "and threads >= 1")
+    runs = read_runs(sweep_dir, metric, trusted_targets)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or previous_threads)
+    try:
+        rows = tradeoff_rows(runs, metric, warmup, rounds)
+    finally:
+        torch.set_num_threads(previous_threads)
+    for row in rows:
+        row["threads"] = threads or previous_threads
     paths = {kind: sweep_dir / f"tradeoff.{kind}" for kind in ("csv", "md", "png")}
     with paths["csv"].open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
@@ -204,13 +214,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metric", default="val/miou", help="the metrics.json key to plot (default: val/miou)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per model first (default: 3)")
     parser.add_argument("--rounds", type=int, default=20, help="timed forwards per model (default: 20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for the timing "
+                        "(default: torch's, one per core)")
     parser.add_argument("--trusted-targets", nargs="*", default=[],
                         help="model targets of your own that the runs' config.yaml may name")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir}: not a folder")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = write_tradeoff(args.sweep_dir, args.metric, args.warmup, args.rounds, args.trusted_targets)
+    paths = write_tradeoff(args.sweep_dir, args.metric, args.warmup, args.rounds, args.trusted_targets, args.threads)
     print(paths["md"].read_text(), end="")
     print(f"tradeoff: {paths['csv']}, {paths['md']}, {paths['png']}")
 
