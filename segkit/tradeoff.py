@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -36,11 +37,11 @@ from segkit.trust import untrusted_entries
 
 log = logging.getLogger(__name__)
 
-# (column, axis label) of each cost the metric is plotted against.
+# (column, name, axis label) of each cost the metric is plotted against.
 COSTS = (
-    ("gmacs", "GMACs per image"),
-    ("mparams", "parameters (millions)"),
-    ("latency_ms", "CPU latency at batch 1 (ms)"),
+    ("gmacs", "GMACs", "GMACs per image"),
+    ("mparams", "parameters", "parameters (millions)"),
+    ("latency_ms", "latency", "CPU latency at batch 1 (ms)"),
 )
 
 
@@ -86,9 +87,9 @@ def read_runs(sweep_dir: Path, metric: str, trusted_targets: Iterable[str] = ())
     runs = []
     trusted_targets = list(trusted_targets)
     for row in summarize_sweep(sweep_dir, metric):
-        if row[metric] is None:
-            log.warning("job %s of %s has no %s (%s): left out of the trade-off", row["job"], sweep_dir, metric,
-                        row["status"])
+        if row[metric] is None or not math.isfinite(row[metric]):
+            log.warning("job %s of %s has no finite %s (%s): left out of the trade-off", row["job"], sweep_dir,
+                        metric, row["status"])
             continue
         job_dir = sweep_dir / row["job"]
         config = _run_config(job_dir, trusted_targets)
@@ -133,7 +134,7 @@ def tradeoff_rows(runs: Sequence[Run], metric: str, warmup: int, rounds: int) ->
                      "image_size": "x".join(map(str, run.image_size)), "gmacs": summary["macs"] / 1e9,
                      "params": summary["params"], "mparams": summary["params"] / 1e6, "latency_ms": latency})
     scores = [row[metric] for row in rows]
-    for cost, _ in COSTS:
+    for cost, _, _ in COSTS:
         for row, on_front in zip(rows, pareto_front([row[cost] for row in rows], scores)):
             row[f"pareto_{cost}"] = on_front
     return rows
@@ -151,7 +152,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], metric: str) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in sorted(rows, key=lambda row: -row[metric]):
-        fronts = ", ".join(label.split(" ")[0] for cost, label in COSTS if row[f"pareto_{cost}"]) or "-"
+        fronts = ", ".join(name for cost, name, _ in COSTS if row[f"pareto_{cost}"]) or "-"
         lines.append(f"| {row['model']} | {row['job']} | {row[metric]:.4f} | {row['gmacs']:.3f} | {row['params']:,} "
                      f"| {row['latency_ms']:.1f} | {fronts} |")
     size = {row["image_size"] for row in rows}
@@ -164,7 +165,7 @@ def plot(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> None:
     """One panel per cost: every run, the Pareto front's runs joined by a line."""
     figure = Figure(figsize=(5 * len(COSTS), 4.2), layout="constrained")
     axes = figure.subplots(1, len(COSTS), sharey=True)
-    for axis, (cost, label) in zip(axes, COSTS):
+    for axis, (cost, _, label) in zip(axes, COSTS):
         front = sorted((row for row in rows if row[f"pareto_{cost}"]), key=lambda row: row[cost])
         axis.plot([row[cost] for row in front], [row[metric] for row in front], "-", color="tab:red", zorder=1,
                   label="Pareto front")
