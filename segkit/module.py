@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -22,6 +22,9 @@ from segkit.losses import SegmentationLoss
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
 from segkit.schedules import BudgetSchedule, training_progress
+
+if TYPE_CHECKING:
+    from segkit.distill import Distillation
 
 # segkit's epoch values are equal on every rank before they are logged (_log_epoch_metrics); Lightning cannot know
 # that, and its advice, sync_dist=True, is what made trainer=ddp deadlock.
@@ -118,6 +121,9 @@ class SegmentationModule(L.LightningModule):
         self.confusion_matrices: dict[str, torch.Tensor] = {}
         # "flip": the test loop (segkit.eval tta=flip) scores the mean of the image's and its mirror's softmax.
         self.test_time_augmentation: str | None = None
+        # A teacher whose soft predictions join the training loss (segkit.distill; `segkit.train.build` sets it
+        # from distill.teacher). Not a submodule: its weights stay out of this module's parameters and checkpoints.
+        self.distillation: Distillation | None = None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -159,6 +165,8 @@ class SegmentationModule(L.LightningModule):
         images, masks = batch
         logits = self.flip_averaged_log_probabilities(images) if tta == "flip" else self(images)
         loss = self.criterion(logits, masks)
+        if self.distillation is not None and self.training:
+            loss = self.distillation.loss(loss, logits, images, masks)
         predictions = logits.argmax(dim=1)
         metrics.update(predictions, masks)
         # Weighted by the images with a labelled pixel: one with none has no loss to average in.

@@ -97,3 +97,4 @@ class MultirunSummary(Callback):
             value = row[self.metric]
             shown = f"{value:.4f}" if isinstance(value, float) else "-"
             print(f"  job {row['job']:>3}  {self.metric} {shown}  {row['overrides']}")
+        print(f"  accuracy against GMACs, parameters and latency: python -m segkit.tradeoff {sweep_dir}")

@@ -24,6 +24,7 @@ from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.dashboard import log_run_summary
 from segkit.data import SegmentationDataModule
+from segkit.distill import build_distillation
 from segkit.distributed import end_job
 from segkit.losses import class_weights_from_counts, count_class_pixels
 from segkit.lr_find import find_lr
@@ -82,6 +83,8 @@ def build(cfg: DictConfig) -> Run:
         channels_last=cfg.channels_last,
         micro_iou_classes=to_plain(cfg.metrics.micro_iou_classes),
     )
+    module.distillation = build_distillation(to_plain(cfg.get("distill")), module.hparams.num_classes,
+                                             cfg.data.ignore_index, cfg.get("trusted_targets") or ())
     module.segkit_config = to_plain(cfg)
     datamodule.use_normalisation_of(module.net)
     loggers = _instantiate_all(cfg.get("logger"))

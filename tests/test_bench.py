@@ -47,7 +47,8 @@ TINY_BENCH = [
 ROW_FIELDS = {
     "model", "option", "option_keys", "image_size", "batch_size", "precision", "channels_last", "params", "macs",
     "train_images_per_s", "plain_train_images_per_s", "overhead_ratio", "train_images_per_s_repeats",
-    "plain_train_images_per_s_repeats", "step_seconds", "inference_images_per_s", "latency_ms_batch1", "peak_memory_mib",
+    "plain_train_images_per_s_repeats", "step_seconds", "inference_images_per_s", "train_images_per_s_per_gmac", "inference_images_per_s_per_gmac",
+    "latency_ms_batch1", "peak_memory_mib",
     "peak_memory_kind", "peak_tflops", "train_mfu", "inference_mfu",
 }
 
@@ -98,6 +99,8 @@ def test_tiny_bench_writes_every_field_the_table_and_consistent_figures(bench_cf
     assert row["overhead_ratio"] == pytest.approx(statistics.median(plain / segkit for segkit, plain in pairs))
     assert result["overhead_ratio_min"] == row["overhead_ratio"]
     assert row["inference_images_per_s"] > 0 and row["latency_ms_batch1"] > 0
+    assert row["train_images_per_s_per_gmac"] == pytest.approx(row["train_images_per_s"] * 1e9 / row["macs"])
+    assert row["inference_images_per_s_per_gmac"] == pytest.approx(row["inference_images_per_s"] * 1e9 / row["macs"])
     assert row["peak_memory_kind"] == "rss_peak" and row["peak_memory_mib"] > 0
     assert row["peak_tflops"] is None and row["train_mfu"] is None and row["inference_mfu"] is None  # no GPU
 
@@ -108,6 +111,8 @@ def test_tiny_bench_writes_every_field_the_table_and_consistent_figures(bench_cf
     table = (run_dir / "bench.md").read_text()
     assert f"| dsc_segnet | default | {row['params']:,} |" in table
     assert f"| {row['overhead_ratio']:.3f} |" in table
+    assert (f"| {row['inference_images_per_s']:.2f} | {row['train_images_per_s_per_gmac']:.1f} "
+            f"| {row['inference_images_per_s_per_gmac']:.1f} |") in table
     assert f"lowest {row['overhead_ratio']:.3f}" in table and f"{result['torch_threads']} threads" in table
 
 
