@@ -10,8 +10,12 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-# conf/ sits beside the package in the project root; segkit is installed editable (`make install`).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ sits at the top of the repository and is installed into the wheel as segkit/conf (pyproject.toml): the
+# installed copy when there is one, else the source tree's (an editable install, or PYTHONPATH=<checkout>).
+_INSTALLED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = _INSTALLED_CONFIG_DIR if _INSTALLED_CONFIG_DIR.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+# What the commands give `hydra.main(config_path=...)`: an absolute path, so any working directory works.
+CONFIG_PATH = str(CONFIG_DIR)
 
 
 def to_plain(cfg: DictConfig | None) -> Any:
@@ -28,8 +32,8 @@ def _data_num_classes(*, _parent_: DictConfig) -> int:
     return len(get_class(_parent_._target_).config_class_names(_parent_))
 
 
-# Registered here, in the module every command (and test) imports CONFIG_DIR from, so that any config
-# composed with it resolves, whichever datamodule was imported.
+# Registered here, in the module every command imports CONFIG_DIR from and that importing the package `segkit`
+# imports (segkit/__init__.py), so that any composition of conf/ resolves, whichever datamodule was imported.
 OmegaConf.register_new_resolver("data_num_classes", _data_num_classes, replace=True)
 
 

@@ -23,28 +23,19 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from hydra.utils import instantiate
 from onnxconverter_common import float16
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from segkit.checkpoint import load_module
+from segkit.checkpoints import training_datamodule
 from segkit.data import SegmentationDataModule
-from segkit.module import SegmentationModule
+from segkit.module import SegmentationModule, load_module
 from segkit.runtime import PRECISIONS, ModelMetadata, inference_session, read_metadata
 from segkit.trust import overwritten_inputs
 
 FORMATS = ("onnx",)
 EXPORTERS = ("dynamo", "torchscript")
-
-
-def training_datamodule(module: SegmentationModule, **overrides: Any) -> SegmentationDataModule:
-    """The datamodule of a checkpoint's training config, with `overrides` of its keys (root=..., split=...),
-    built but not set up (no file is read), normalising as training did."""
-    data = instantiate({**module.segkit_config["data"], **overrides})
-    data.use_normalisation_of(module.net)
-    return data
 
 
 def model_metadata(data: SegmentationDataModule, precision: str) -> ModelMetadata:

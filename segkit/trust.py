@@ -59,14 +59,14 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.loggers.TensorBoardLogger",
+    "segkit.callbacks.LastCheckpoint",
     "segkit.callbacks.RecomputeBatchNormStats",
     "segkit.callbacks.StopOnNonFinite",
+    "segkit.callbacks.WandbDashboard",
     "segkit.checkpoints.AtomicCheckpointIO",
-    "segkit.dashboard.WandbDashboard",
-    "segkit.dashboard.wandb_logger",
     "segkit.distributed.HydraDDPStrategy",
-    "segkit.resume.LastCheckpoint",
-    "segkit.resume.ResumableCSVLogger",
+    "segkit.loggers.ResumableCSVLogger",
+    "segkit.loggers.wandb_logger",
 })
 
 # Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
@@ -74,6 +74,11 @@ SEGKIT_TARGETS = frozenset({
 RETIRED_TARGETS = frozenset({
     "lightning.pytorch.loggers.CSVLogger",
     "segkit.callbacks.StopOnNonFiniteLoss",
+    # Moved into segkit.callbacks and segkit.loggers.
+    "segkit.dashboard.WandbDashboard",
+    "segkit.dashboard.wandb_logger",
+    "segkit.resume.LastCheckpoint",
+    "segkit.resume.ResumableCSVLogger",
 })
 
 # The files a ModelCheckpoint callback's state names, besides the keys of its `best_k_models`.

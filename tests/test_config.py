@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from segkit.config import CONFIG_DIR
-from segkit.train import build
+from segkit.run import build
 
 # Hydra's own group is checked by the command-line tests, which run under Hydra.
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")

@@ -26,7 +26,7 @@ from segkit.config import CONFIG_DIR
 from segkit.distributed import (DISTRIBUTED_ENVIRON, CPUSyncBatchNorm, CPUSyncBatchNormPlugin, HydraDDPStrategy,
                                 HydraJobLauncher, child_command)
 from segkit.module import SegmentationModule
-from segkit.train import build, train
+from segkit.run import build, train
 
 REPO = Path(__file__).resolve().parent.parent
 # The command of issue 16, which hung at the end of the first epoch with the default callbacks, on tiny data. Not

@@ -12,18 +12,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 import segkit.eval
-from segkit.checkpoint import load_module, read_training_config
+from segkit.checkpoints import read_training_config
+from segkit.module import load_module
 from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, MissingFileError, ShapesDataModule
 from segkit.data.io import read_mask_png
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import export
-from segkit.eval import check_overrides, evaluate, register_checkpoint_data
+from segkit.evaluation import check_overrides, evaluate, register_checkpoint_data
 from segkit.image_files import read_image
-from segkit.predict import Predictor, predict, window_starts
+from segkit.prediction import Predictor, predict, window_starts
 from segkit.runtime import OnnxSegmenter, list_images
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets

@@ -7,7 +7,7 @@ from PIL import Image
 
 from segkit.lr_find import lr_find
 from segkit.module import SegmentationModule
-from segkit.train import build, train
+from segkit.run import build, train
 
 FINDER = ["lr_finder.num_training=20", "lr_finder.min_lr=1e-5", "lr_finder.max_lr=0.5", "lr_finder.early_stop_threshold=null", "data.num_train=48"]
 
@@ -36,9 +36,9 @@ def test_lr_finder_restores_the_weights_it_trained(make_config):
     cfg = make_config(*FINDER)
     run = build(cfg)
     before = {k: v.clone() for k, v in run.module.state_dict().items()}
-    from segkit.lr_find import find_lr
+    from segkit.lr_finder import find_lr
 
-    find_lr(run, cfg.lr_finder, Path(cfg.paths.output_dir))
+    find_lr(run.trainer, run.module, run.datamodule, cfg.lr_finder, Path(cfg.paths.output_dir))
     after = run.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert run.module.train_metrics["confmat"].confmat.sum() == 0  # the test's batches are not counted

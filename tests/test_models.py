@@ -9,7 +9,7 @@ from segkit.models import build_model, count_parameters
 from segkit.models.blocks import DepthwiseSeparableConv2d
 from segkit.models.encoders import Pool, get_encoder
 from segkit.models.segnet import max_unpool2d
-from segkit.summary import summarize
+from segkit.models.summary import summarize
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 

@@ -10,7 +10,7 @@ from torch.optim.swa_utils import update_bn
 
 from segkit.callbacks import RecomputeBatchNormStats
 from segkit.schedules import BudgetSchedule, training_progress
-from segkit.train import build, train
+from segkit.run import build, train
 
 from .conftest import compose_train
 

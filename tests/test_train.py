@@ -10,7 +10,7 @@ import pytest
 from hydra.utils import instantiate
 
 from segkit.module import SegmentationModule
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import TINY
 

@@ -14,13 +14,13 @@ import torch
 from omegaconf import OmegaConf
 
 import segkit.eval
-from segkit.checkpoint import load_module
+from segkit.module import load_module
 from segkit.checkpoints import CheckpointError, read_trusted_checkpoint
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.export import export
 from segkit.module import SegmentationModule
-from segkit.predict import Predictor
-from segkit.train import train
+from segkit.prediction import Predictor
+from segkit.run import train
 from segkit.trust import SEGKIT_TARGETS, untrusted_entries
 from segkit.validate import ConfigError
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
 from segkit.config import CONFIG_DIR
-from segkit.train import train
+from segkit.run import train
 from segkit.validate import ConfigError, validate
 
 from .conftest import TINY

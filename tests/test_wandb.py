@@ -21,9 +21,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from wandb.proto import wandb_internal_pb2
 
 from segkit.config import CONFIG_DIR
-from segkit.dashboard import RUN_ID_KEY, draw_panel, run_id_in_checkpoint, wandb_logger
+from segkit.loggers import RUN_ID_KEY, run_id_in_checkpoint, wandb_logger
+from segkit.visualize import draw_panel
 from segkit.data.palettes import IGNORE_COLOUR, TRIMAP_COLORMAP, ids_to_colours
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import TINY
 
@@ -238,7 +239,7 @@ def test_multirun_groups_its_runs_by_sweep_and_names_them_by_their_overrides(tmp
 
 
 def test_tensorboard_logger_records_the_metrics_and_the_dashboard_stays_idle(make_config):
-    cfg = make_config("logger=tensorboard", "+callbacks.wandb_dashboard._target_=segkit.dashboard.WandbDashboard")
+    cfg = make_config("logger=tensorboard", "+callbacks.wandb_dashboard._target_=segkit.callbacks.WandbDashboard")
     metrics = train(cfg)
     output_dir = Path(cfg.paths.output_dir)
     events = EventAccumulator(str(output_dir / "tensorboard"))
