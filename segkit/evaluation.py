@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from segkit.checkpoints import read_training_config
 from segkit.data import SegmentationDataModule
-from segkit.deploy import onnx_module
+from segkit.onnx_module import onnx_module
 from segkit.module import SegmentationModule, load_module
 from segkit.run import format_metrics, split_metrics
 

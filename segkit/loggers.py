@@ -23,6 +23,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from segkit.checkpoints import read_checkpoint
+from segkit.extras import require
 
 # Where a checkpoint keeps the id of the wandb run that wrote it.
 RUN_ID_KEY = "wandb_run_id"
@@ -71,6 +72,7 @@ def wandb_logger(
     - `id`: the wandb run id stored in the checkpoint `resume_from` (the run's `ckpt_path`), so the
       resumed training continues that run (WandbLogger resumes with `resume="allow"`).
     """
+    require("wandb", "logger=wandb")  # with the pip line, where WandbLogger's own error would not give it
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hydra_cfg = HydraConfig.get()
         group = group or Path(hydra_cfg.sweep.dir).name
@@ -100,7 +102,6 @@ def close_loggers(loggers: Sequence[Logger]) -> None:
     """Ends the wandb run, so its files are complete and the next run of a sweep starts a new one."""
     if not any(isinstance(logger, WandbLogger) for logger in loggers):
         return
-    import wandb  # only here: wandb takes about a second to import, and CSV runs never need it
-
+    wandb = require("wandb")  # only here: wandb takes about a second to import, and CSV runs never need it
     if wandb.run is not None:
         wandb.finish()

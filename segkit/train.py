@@ -14,12 +14,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from segkit.callbacks import INTERRUPTED_EXIT_CODE
-from segkit.config import CONFIG_PATH
+from segkit.config import CONFIG_PATH, require_plugins
+from segkit.extras import MissingExtraError
 from segkit.run import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except SIGTERMException:
@@ -30,6 +31,14 @@ def main(cfg: DictConfig) -> float | None:
         logging.getLogger("segkit.train.failure").exception("training failed")
         raise
     return metrics.get(cfg.optimized_metric)
+
+
+def main() -> None:
+    try:
+        require_plugins(sys.argv[1:])  # hparams_search=optuna, hydra/launcher=slurm: segkit's `sweeps` extra
+    except MissingExtraError as error:
+        sys.exit(f"segkit.train: {error}")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -32,9 +32,17 @@ from segkit.checkpoints import (
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import FileDataModule, SegmentationDataModule
 from segkit.data.files import check_on_bad_sample
+from segkit.extras import MissingExtraError, require
 from segkit.models import ENCODERS, without_pretrained_weights
 
 TRANSFORM_KEYS = ("train_transforms", "val_transforms")
+
+# Targets of conf/ that work only with an optional dependency (an extra of the segkit package) installed.
+TARGETS_NEEDING = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
+    "segkit.loggers.wandb_logger": "wandb",
+    "segkit.callbacks.WandbDashboard": "wandb",
+}
 
 
 class ConfigError(ValueError):
@@ -48,6 +56,12 @@ def validate(cfg: DictConfig) -> None:
     transform_keys = tuple(f"data.{key}[" for key in TRANSFORM_KEYS)
     located = {key: _locate_target(key, target, transform=key.startswith(transform_keys))
                for key, target in _targets(cfg)}
+    for key, target in _targets(cfg):
+        if target in TARGETS_NEEDING:
+            try:
+                require(TARGETS_NEEDING[target])
+            except MissingExtraError as error:
+                raise ConfigError(f"{key}={target}: {error}") from None
     data = cfg.get("data")
     if data is not None:
         _check_data(data, located.get("data._target_"))

@@ -76,7 +76,7 @@ def test_command_line_run_with_overrides_writes_its_run_dir(tmp_path):
 # Both processes of the same-second tests name their folder as conf/hydra/default.yaml does, with the time stamp
 # they share; each trains one step at another lr, so a folder holding a mix of two runs shows.
 SAME_SECOND = "${new_folder:%s/2026-01-01_00-00-00}"
-QUICK = [*TINY, "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+QUICK = [*TINY, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
 
 
 def run_side_by_side(arguments: list[str], cwd: Path) -> None:
