@@ -182,3 +182,9 @@ def test_checkpoints_of_earlier_versions_name_retired_targets_and_still_load():
     stored = {"segkit_config": {"callbacks": {"stop_on_non_finite_loss": {"_target_": "segkit.callbacks.StopOnNonFiniteLoss"}},
                                 "logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}}}
     assert untrusted_entries(stored) == []
+    # Before segkit.callbacks and segkit.loggers, the callbacks and loggers lived in segkit.resume and segkit.dashboard.
+    moved = {"callbacks": {"last_checkpoint": {"_target_": "segkit.resume.LastCheckpoint"},
+                           "wandb_dashboard": {"_target_": "segkit.dashboard.WandbDashboard"}},
+             "logger": {"csv": {"_target_": "segkit.resume.ResumableCSVLogger"},
+                        "wandb": {"_target_": "segkit.dashboard.wandb_logger"}}}
+    assert untrusted_entries({"segkit_config": moved}) == []
