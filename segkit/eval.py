@@ -32,6 +32,7 @@ from segkit.checkpoint import load_module, read_training_config
 from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
 from segkit.deploy import onnx_module
+from segkit.logs import report
 from segkit.module import SegmentationModule
 from segkit.train import format_metrics, split_metrics
 
@@ -138,7 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = output_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
+        report(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
               f"({metrics['samples']} samples)\n"
               f"  {format_metrics(metrics, split)}\n"
               f"  metrics: {metrics_path}")

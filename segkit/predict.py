@@ -141,6 +141,7 @@ class Predictor:
 def predict(cfg: DictConfig) -> list[Path]:
     """Writes the mask (and overlay) of every image `cfg.input` names into `cfg.output`, from the
     checkpoint `cfg.ckpt_path` or the ONNX export `cfg.onnx_path`; returns the files written, in input order."""
+    inputs = cfg.input  # a missing input= fails here, before the model is loaded (segkit.logs reports it)
     if (cfg.ckpt_path is None) == (cfg.onnx_path is None):
         raise ValueError("give one of ckpt_path=... (a checkpoint) and onnx_path=... (an export of segkit.export)")
     if cfg.onnx_path is not None:
@@ -156,7 +157,7 @@ def predict(cfg: DictConfig) -> list[Path]:
                                               tta=cfg.tta, sliding_window=cfg.sliding_window,
                                               window_overlap=cfg.window_overlap, batch_size=cfg.batch_size,
                                               device=device)
-    return segment_files(segmenter, segmenter.colormap, cfg.input, cfg.output, cfg.overlays, cfg.overlay_alpha)
+    return segment_files(segmenter, segmenter.colormap, inputs, cfg.output, cfg.overlays, cfg.overlay_alpha)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")

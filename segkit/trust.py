@@ -56,7 +56,6 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.Trainer",
     "lightning.pytorch.callbacks.EarlyStopping",
     "lightning.pytorch.callbacks.ModelCheckpoint",
-    "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.loggers.TensorBoardLogger",
     "segkit.callbacks.RecomputeBatchNormStats",
@@ -65,6 +64,8 @@ SEGKIT_TARGETS = frozenset({
     "segkit.dashboard.WandbDashboard",
     "segkit.dashboard.wandb_logger",
     "segkit.distributed.HydraDDPStrategy",
+    "segkit.logs.EpochLog",
+    "segkit.logs.ModelSummary",
     "segkit.resume.LastCheckpoint",
     "segkit.resume.ResumableCSVLogger",
 })
@@ -72,6 +73,7 @@ SEGKIT_TARGETS = frozenset({
 # Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
 # checkpoints keep loading; segkit never builds them from a checkpoint.
 RETIRED_TARGETS = frozenset({
+    "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.loggers.CSVLogger",
     "segkit.callbacks.StopOnNonFiniteLoss",
 })
