@@ -56,19 +56,6 @@ def test_train_log_holds_each_epoch_the_warnings_and_the_summary_and_curves_end_
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
-def test_a_user_error_prints_one_message_and_keeps_the_traceback_in_the_log(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_command("train", "data.batch_size=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "segkit.train: error: data.batch_size=0: expected an integer >= 1",
-        f"  (traceback in {run_dir / 'train.log'}; HYDRA_FULL_ERROR=1 prints it here)",
-    ]
-    text = (run_dir / "train.log").read_text()
-    assert "Traceback (most recent call last)" in text
-    assert "segkit.validate.ConfigError: data.batch_size=0" in text
-
-
 def test_predict_without_input_names_the_missing_key(tmp_path):
     run_dir = tmp_path / "run"
     result = run_command("predict", "ckpt_path=model.ckpt", f"hydra.run.dir={run_dir}", cwd=tmp_path)
