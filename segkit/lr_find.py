@@ -5,14 +5,14 @@ the configured model and data; writes lr_find.png and lr_find.json and prints th
     python -m segkit.train lr_find=true ...        # find the lr, then train with it
 
 The lr grows exponentially from `lr_finder.min_lr` to `lr_finder.max_lr` over `lr_finder.num_training`
-batches; the suggestion is the lr of the steepest loss descent. The model and optimizer are restored
+batches, or until the loss diverges; the suggestion is the lr of the steepest descent of the smoothed loss
+(segkit.lr_range: how it is read and plotted; docs/lr_find.md: how good it is). The model and optimizer are restored
 afterwards, so training starts from the same weights whether or not the finder ran.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 import hydra
 import lightning as L
 from lightning.pytorch.tuner import Tuner
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segkit.config import CONFIG_DIR
+from segkit.logs import report
+from segkit.lr_range import analyse, plot
 
 if TYPE_CHECKING:
     from segkit.train import Run
@@ -53,37 +55,19 @@ def find_lr(run: Run, settings: Mapping[str, Any], output_dir: Path) -> dict[str
     # The test's batches went through the metric collections; they must not count in epoch 0.
     for metrics in (run.module.train_metrics, run.module.val_metrics):
         metrics.reset()
-    suggested_lr = finder.suggestion()
+    test = analyse(finder.results["lr"], finder.results["loss"], skip_begin=settings["skip_begin"])
     result = {
-        "suggested_lr": suggested_lr,
         "min_lr": settings["min_lr"],
         "max_lr": settings["max_lr"],
         "num_training": settings["num_training"],
         "steps_run": len(finder.results["lr"]),
-        # Losses are smoothed (exponential moving average), as fastai plots them; a diverged step is NaN.
-        "lr": finder.results["lr"],
-        "loss": [loss if math.isfinite(loss) else None for loss in finder.results["loss"]],
+        **test.to_json(),  # suggested_lr, lr, loss (raw), smoothed_loss and what the suggestion skipped
     }
     if run.trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n")
-        _plot(finder, suggested_lr, output_dir / "lr_find.png")
+        plot(test, output_dir / "lr_find.png")
     return result
-
-
-def _plot(finder: Any, suggested_lr: float | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
-
-    figure = finder.plot(suggest=True)
-    axes = figure.axes[0]
-    axes.set_ylabel("training loss (smoothed)")
-    title = f"suggested lr {suggested_lr:.3g}" if suggested_lr is not None else "no suggestion: too few steps"
-    axes.set_title(f"LR range test: {title}")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
 
 
 def lr_find(cfg: DictConfig) -> dict[str, Any] | None:
@@ -95,18 +79,23 @@ def lr_find(cfg: DictConfig) -> dict[str, Any] | None:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    with open_dict(cfg):
+        cfg.logger = None  # nothing is trained: no logger, and no empty csv/ folder
     run = build(cfg)
     try:
         result = find_lr(run, cfg.lr_finder, output_dir)
     finally:
         close_loggers(run.loggers)
     if result is None:
-        print("segkit: the LR finder does not run under fast_dev_run")
+        report("segkit: the LR finder does not run under fast_dev_run")
     elif run.trainer.is_global_zero:
-        current = cfg.optimizer.lr
-        print(f"segkit: suggested lr {result['suggested_lr']:.3g} (configured: {current}), "
-              f"{result['steps_run']} steps from {result['min_lr']:g} to {result['max_lr']:g}")
-        print(f"  plot: {output_dir / 'lr_find.png'}\n  curve: {output_dir / 'lr_find.json'}")
+        suggested = (f"suggested lr {result['suggested_lr']:.3g}" if result["suggested_lr"] is not None
+                     else "no suggestion (too few steps before the loss's minimum)")
+        last_lr = result["lr"][-1]
+        report(f"segkit: {suggested} (configured: {cfg.optimizer.lr}); smoothed loss lowest at lr "
+               f"{result['minimum_loss_lr']:.3g}; {result['steps_run']} steps from {result['min_lr']:g} to "
+               f"{last_lr:.3g}{' (stopped: the loss diverged)' if result['steps_run'] < result['num_training'] else ''}\n"
+               f"  plot: {output_dir / 'lr_find.png'}\n  curve: {output_dir / 'lr_find.json'}")
     return result
 
 
