@@ -4,6 +4,9 @@ another dataset with the same classes, written to metrics.json.
     python -m segkit.eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt       # its val split
     python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test
     python -m segkit.eval onnx_path=model.int8.onnx data=pets data.root=../shared/data data.split=test
+    python -m segkit.eval ckpt_path=... show=8     # gallery.png: 8 images | truth | prediction
+
+Besides metrics.json it writes confusion_matrix.png and iou_per_class.png (segkit.figures).
 
 An ONNX export of segkit.export runs in onnxruntime on the CPU through the same test loop and metrics;
 it carries no data config, so `data=...` is required, and its loss has no class weights.
@@ -32,6 +35,7 @@ from segkit.checkpoint import load_module, read_training_config
 from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
 from segkit.deploy import onnx_module
+from segkit.figures import write_evaluation_figures
 from segkit.logs import report
 from segkit.module import SegmentationModule
 from segkit.train import format_metrics, split_metrics
@@ -40,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("ckpt_path", "onnx_path")
 OVERRIDABLE_KEYS = {"data", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
-                    "trainer.precision"}
+                    "trainer.precision", "show"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
 
@@ -59,7 +63,7 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, paths.*, "
+                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, show, trusted_targets, paths.*, "
                 f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
         data_chosen |= key == "data"
@@ -139,10 +143,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = output_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        figures = write_evaluation_figures(module, datamodule, metrics[f"{split}/iou_per_class"],
+                                           metrics[f"{split}/miou"], cfg.show, output_dir)
         report(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
               f"({metrics['samples']} samples)\n"
               f"  {format_metrics(metrics, split)}\n"
-              f"  metrics: {metrics_path}")
+              f"  metrics: {metrics_path}\n"
+              f"  figures: {', '.join(path.name for path in figures)}")
     return metrics
 
 

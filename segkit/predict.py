@@ -2,18 +2,22 @@
 image's own size, from a trained checkpoint or its ONNX export.
 
     python -m segkit.predict ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt input=photos/ output=masks/
-    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip sliding_window=true
+    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip
+    python -m segkit.predict ckpt_path=<trained on crops> input=scan.tif sliding_window=true   # docs/eval.md
     python -m segkit.predict onnx_path=model.int8.onnx input=photos/       # through segkit.runtime (onnxruntime)
 
-Writes `<stem>.png`, a palette PNG whose pixel values are class ids (in the dataset's colours), and
-`<stem>_overlay.png`, the image blended with the coloured mask. Images are read as segkit's datasets
-read them (EXIF orientation, grayscale, palette and RGBA to RGB) and normalised as training did.
+Writes `<stem>.png`, a palette PNG whose pixel values are class ids (in the dataset's colours),
+`<stem>_overlay.png`, the image blended with the coloured mask, and `legend.png`, the class of each colour.
+Images are read as segkit's datasets read them (EXIF orientation, grayscale, palette and RGBA to RGB) and
+normalised as training did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import hydra
@@ -26,8 +30,11 @@ from omegaconf import DictConfig
 from segkit.checkpoint import load_module
 from segkit.config import CONFIG_DIR
 from segkit.data import SegmentationDataModule
+from segkit.figures import legend_figure, save
 from segkit.module import SegmentationModule
 from segkit.runtime import TTA_MODES, OnnxSegmenter, segment_files
+
+log = logging.getLogger(__name__)
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -35,6 +42,15 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     if size <= window:
         return [0]
     return [*range(0, size - window, stride), size - window]
+
+
+def training_resize(data_config: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(height, width) that a training data config resizes every training image to (an albumentations `Resize`
+    among its `train_transforms`), or None when it trains at the images' own scale or on crops of them."""
+    for transform in data_config.get("train_transforms") or ():
+        if str(transform.get("_target_", "")).rsplit(".", 1)[-1] == "Resize":
+            return int(transform["height"]), int(transform["width"])
+    return None
 
 
 class Predictor:
@@ -82,12 +98,21 @@ class Predictor:
         self.resize_and_normalise = data.pipeline([A.Resize(*self.image_size)])
         self.normalise = data.pipeline([])
         self.colormap = data.colormap
+        self.class_names = module.class_names
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, trusted_targets: Sequence[str] = (), **options) -> Predictor:
         """The predictor of a checkpoint, with its training's datamodule (normalisation, palette, image
         size); `options` are those of `Predictor`. Only targets of segkit's and `trusted_targets` are built."""
         module = load_module(ckpt_path, trusted_targets)
+        resized_to = training_resize(module.segkit_config["data"])
+        if options.get("sliding_window") and resized_to:
+            log.warning(
+                "sliding_window=true: %s was trained on whole images resized to %dx%d (an albumentations Resize in "
+                "data.train_transforms), so windows of that size at each image's own scale show it objects at scales "
+                "it never saw, with seams where windows meet, for several times the time. Sliding windows suit "
+                "models trained on crops of large images (RandomCrop) and evaluated at full resolution; for this "
+                "model leave sliding_window=false (docs/eval.md)", ckpt_path, *resized_to)
         # The training's datamodule, built but never set up: no file is read.
         data = instantiate(module.segkit_config["data"])
         data.use_normalisation_of(module.net)
@@ -157,7 +182,12 @@ def predict(cfg: DictConfig) -> list[Path]:
                                               tta=cfg.tta, sliding_window=cfg.sliding_window,
                                               window_overlap=cfg.window_overlap, batch_size=cfg.batch_size,
                                               device=device)
-    return segment_files(segmenter, segmenter.colormap, inputs, cfg.output, cfg.overlays, cfg.overlay_alpha)
+    written = segment_files(segmenter, segmenter.colormap, inputs, cfg.output, cfg.overlays, cfg.overlay_alpha)
+    legend = Path(cfg.output) / "legend.png"  # what the colours of the masks and overlays mean
+    if cfg.overlays and legend not in written:  # an input named legend.* has its mask there already
+        class_names = segmenter.class_names if isinstance(segmenter, Predictor) else segmenter.metadata.class_names
+        save(legend_figure(class_names, segmenter.colormap), legend)
+    return written
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")

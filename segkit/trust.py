@@ -64,6 +64,7 @@ SEGKIT_TARGETS = frozenset({
     "segkit.dashboard.WandbDashboard",
     "segkit.dashboard.wandb_logger",
     "segkit.distributed.HydraDDPStrategy",
+    "segkit.figures.TensorBoardFigures",
     "segkit.logs.EpochLog",
     "segkit.logs.ModelSummary",
     "segkit.resume.LastCheckpoint",
