@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from segkit.checkpoints import read_checkpoint
 from segkit.data import SegmentationDataModule
 from segkit.data.palettes import ids_to_colours
+from segkit.figures import denormalise
 from segkit.module import SegmentationModule
 
 if TYPE_CHECKING:  # imported where used: wandb takes about a second to import, and CSV runs never need it
@@ -89,8 +90,7 @@ def draw_panel(
     `masks` and `predictions` N x H x W class ids, drawn in `colormap` (ignored pixels in VOC's border
     colour).
     """
-    pixels = images.detach().float().cpu().permute(0, 2, 3, 1) * torch.tensor(std) + torch.tensor(mean)
-    inputs = (pixels * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    inputs = denormalise(images, mean, std)
     truths = ids_to_colours(masks.cpu().numpy(), colormap, ignore_index)
     predicted = ids_to_colours(predictions.cpu().numpy(), colormap, ignore_index)
     rows = np.concatenate([inputs, truths, predicted], axis=2)  # N x H x 3W x 3
