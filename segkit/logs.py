@@ -104,6 +104,23 @@ def report(text: str) -> None:
     logging.getLogger(REPORT_LOGGER).info("%s", text)
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """The console handler of conf/hydra/default.yaml: writes each record to `sys.stdout` as it is at that moment.
+    Rich's progress bar replaces `sys.stdout` while it draws, to print what others write above itself; a handler
+    holding the stream of start-up would write through the bar and be drawn over."""
+
+    def __init__(self, stream: Any = None) -> None:  # `stream`: Hydra's config passes sys.stdout
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stdout
+
+
 class LightningTipFilter(logging.Filter):
     """Drops Lightning's tips (other products to install) and its note that a model summary is configured: lines of
     every run that say nothing about this one."""

@@ -78,3 +78,19 @@ def test_model_summary_lists_layers_without_metric_modules_or_flops():
     assert names == ["layer"]
     assert table.splitlines()[-1] == "112 trainable parameters, 0 frozen, 0.0 MB"
     assert "FLOPs" not in table
+
+
+def test_console_handler_writes_to_the_stdout_of_the_moment():
+    """Rich's progress bar swaps sys.stdout to print other lines above itself: records must follow the swap."""
+    import contextlib
+    import io
+    import logging
+
+    from segkit.logs import ConsoleHandler
+
+    handler = ConsoleHandler(stream=sys.stdout)
+    record = logging.LogRecord("segkit", logging.INFO, __file__, 1, "epoch 1/2", None, None)
+    swapped = io.StringIO()
+    with contextlib.redirect_stdout(swapped):
+        handler.emit(record)
+    assert swapped.getvalue() == "epoch 1/2\n"
