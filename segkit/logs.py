@@ -105,20 +105,26 @@ def report(text: str) -> None:
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """The console handler of conf/hydra/default.yaml: writes each record to `sys.stdout` as it is at that moment.
-    Rich's progress bar replaces `sys.stdout` while it draws, to print what others write above itself; a handler
-    holding the stream of start-up would write through the bar and be drawn over."""
+    """The console handler of conf/hydra/default.yaml: writes warnings and errors to `sys.stderr`, as Python's
+    warnings go, and the rest to `sys.stdout`, each as it is at that moment. Rich's progress bar replaces both
+    while it draws, to print what others write above itself; a handler holding the streams of start-up would
+    write through the bar and be drawn over."""
 
     def __init__(self, stream: Any = None) -> None:  # `stream`: Hydra's config passes sys.stdout
+        self._level_of_record = logging.INFO
         super().__init__(sys.stdout)
 
     @property
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self._level_of_record >= logging.WARNING else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
-        pass  # always the current sys.stdout
+        pass  # always the current sys.stdout or sys.stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._level_of_record = record.levelno  # under the handler's lock (Handler.handle)
+        super().emit(record)
 
 
 class LightningTipFilter(logging.Filter):

@@ -80,8 +80,9 @@ def test_model_summary_lists_layers_without_metric_modules_or_flops():
     assert "FLOPs" not in table
 
 
-def test_console_handler_writes_to_the_stdout_of_the_moment():
-    """Rich's progress bar swaps sys.stdout to print other lines above itself: records must follow the swap."""
+def test_console_handler_writes_to_the_streams_of_the_moment():
+    """Rich's progress bar swaps sys.stdout and sys.stderr to print other lines above itself: records follow the
+    swap, warnings to stderr."""
     import contextlib
     import io
     import logging
@@ -89,8 +90,8 @@ def test_console_handler_writes_to_the_stdout_of_the_moment():
     from segkit.logs import ConsoleHandler
 
     handler = ConsoleHandler(stream=sys.stdout)
-    record = logging.LogRecord("segkit", logging.INFO, __file__, 1, "epoch 1/2", None, None)
-    swapped = io.StringIO()
-    with contextlib.redirect_stdout(swapped):
-        handler.emit(record)
-    assert swapped.getvalue() == "epoch 1/2\n"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for level, message in ((logging.INFO, "epoch 1/2"), (logging.WARNING, "careful")):
+            handler.emit(logging.LogRecord("segkit", level, __file__, 1, message, None, None))
+    assert (out.getvalue(), err.getvalue()) == ("epoch 1/2\n", "careful\n")
