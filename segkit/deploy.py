@@ -27,7 +27,7 @@ from segkit.checkpoints import training_datamodule
 from segkit.data import SegmentationDataModule
 from segkit.extras import require
 from segkit.module import load_module
-from segkit.runtime import PRECISIONS, ModelMetadata, inference_session, read_metadata
+from segkit.runtime import PRECISIONS, ModelMetadata, inference_session
 from segkit.trust import overwritten_inputs
 
 onnx = require("onnx", "exporting to ONNX")

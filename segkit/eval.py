@@ -4,6 +4,9 @@ another dataset with the same classes, written to metrics.json.
     python -m segkit.eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt       # its val split
     python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test
     python -m segkit.eval onnx_path=model.int8.onnx data=pets data.root=../shared/data data.split=test
+    python -m segkit.eval ckpt_path=... show=8     # gallery.png: 8 images | truth | prediction
+
+Besides metrics.json it writes confusion_matrix.png and iou_per_class.png (segkit.figures).
 
 An ONNX export of segkit.export runs in onnxruntime on the CPU through the same test loop and metrics;
 it carries no data config, so `data=...` is required, and its loss has no class weights.

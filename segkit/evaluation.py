@@ -3,6 +3,8 @@ onnxruntime, on a split of its data or of another dataset with the same classes,
 
 The model and its training config come from the checkpoint: only the data (`data=...`, `data.*`), the
 paths and the trainer's accelerator, devices and precision can be set on the command line (`check_overrides`).
+Besides metrics.json it writes confusion_matrix.png and iou_per_class.png, and with `show=N` gallery.png
+(segkit.figures).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from omegaconf import DictConfig
 from segkit.checkpoints import read_training_config
 from segkit.data import SegmentationDataModule
 from segkit.onnx_module import onnx_module
+from segkit.figures import write_evaluation_figures
+from segkit.logs import report
 from segkit.module import SegmentationModule, load_module
 from segkit.run import format_metrics, split_metrics
 
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("ckpt_path", "onnx_path")
 OVERRIDABLE_KEYS = {"data", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
-                    "trainer.precision"}
+                    "trainer.precision", "show"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
 
@@ -47,7 +51,8 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, paths.*, "
+                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, show, trusted_targets, "
+                f"paths.*, "
                 f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
         data_chosen |= key == "data"
@@ -127,8 +132,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = output_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
-              f"({metrics['samples']} samples)\n"
-              f"  {format_metrics(metrics, split)}\n"
-              f"  metrics: {metrics_path}")
+        figures = write_evaluation_figures(module, datamodule, metrics[f"{split}/iou_per_class"],
+                                           metrics[f"{split}/miou"], cfg.show, output_dir)
+        report(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
+               f"({metrics['samples']} samples)\n"
+               f"  {format_metrics(metrics, split)}\n"
+               f"  metrics: {metrics_path}\n"
+               f"  figures: {', '.join(path.name for path in figures)}")
     return metrics

@@ -12,10 +12,11 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segkit.config import CONFIG_PATH
 from segkit.loggers import close_loggers
+from segkit.logs import report
 from segkit.lr_finder import find_lr
 from segkit.run import build
 
@@ -27,18 +28,23 @@ def lr_find(cfg: DictConfig) -> dict[str, Any] | None:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    with open_dict(cfg):
+        cfg.logger = None  # nothing is trained: no logger, and no empty csv/ folder
     run = build(cfg)
     try:
         result = find_lr(run.trainer, run.module, run.datamodule, cfg.lr_finder, output_dir)
     finally:
         close_loggers(run.loggers)
     if result is None:
-        print("segkit: the LR finder does not run under fast_dev_run")
+        report("segkit: the LR finder does not run under fast_dev_run")
     elif run.trainer.is_global_zero:
-        current = cfg.optimizer.lr
-        print(f"segkit: suggested lr {result['suggested_lr']:.3g} (configured: {current}), "
-              f"{result['steps_run']} steps from {result['min_lr']:g} to {result['max_lr']:g}")
-        print(f"  plot: {output_dir / 'lr_find.png'}\n  curve: {output_dir / 'lr_find.json'}")
+        suggested = (f"suggested lr {result['suggested_lr']:.3g}" if result["suggested_lr"] is not None
+                     else "no suggestion (too few steps before the loss's minimum)")
+        last_lr = result["lr"][-1]
+        report(f"segkit: {suggested} (configured: {cfg.optimizer.lr}); smoothed loss lowest at lr "
+               f"{result['minimum_loss_lr']:.3g}; {result['steps_run']} steps from {result['min_lr']:g} to "
+               f"{last_lr:.3g}{' (stopped: the loss diverged)' if result['steps_run'] < result['num_training'] else ''}\n"
+               f"  plot: {output_dir / 'lr_find.png'}\n  curve: {output_dir / 'lr_find.json'}")
     return result
 
 

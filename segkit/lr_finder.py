@@ -5,14 +5,14 @@ writes lr_find.png and lr_find.json. Run by `python -m segkit.lr_find` and by `s
     python -m segkit.train lr_find=true ...        # find the lr, then train with it
 
 The lr grows exponentially from `lr_finder.min_lr` to `lr_finder.max_lr` over `lr_finder.num_training`
-batches; the suggestion is the lr of the steepest loss descent. The model and optimizer are restored
-afterwards, so training starts from the same weights whether or not the finder ran.
+batches, or until the loss diverges; the suggestion is the lr of the steepest descent of the smoothed loss
+(segkit.lr_range: how it is read and plotted; docs/lr_find.md: how good it is). The model and optimizer are
+restored afterwards, so training starts from the same weights whether or not the finder ran.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.tuner import Tuner
 
+from segkit.lr_range import analyse, plot
 from segkit.module import SegmentationModule
 
 
@@ -49,34 +50,16 @@ def find_lr(trainer: L.Trainer, module: SegmentationModule, datamodule: L.Lightn
     # The test's batches went through the metric collections; they must not count in epoch 0.
     for metrics in (module.train_metrics, module.val_metrics):
         metrics.reset()
-    suggested_lr = finder.suggestion()
+    test = analyse(finder.results["lr"], finder.results["loss"], skip_begin=settings["skip_begin"])
     result = {
-        "suggested_lr": suggested_lr,
         "min_lr": settings["min_lr"],
         "max_lr": settings["max_lr"],
         "num_training": settings["num_training"],
         "steps_run": len(finder.results["lr"]),
-        # Losses are smoothed (exponential moving average), as fastai plots them; a diverged step is NaN.
-        "lr": finder.results["lr"],
-        "loss": [loss if math.isfinite(loss) else None for loss in finder.results["loss"]],
+        **test.to_json(),  # suggested_lr, lr, loss (raw), smoothed_loss and what the suggestion skipped
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n")
-        _plot(finder, suggested_lr, output_dir / "lr_find.png")
+        plot(test, output_dir / "lr_find.png")
     return result
-
-
-def _plot(finder: Any, suggested_lr: float | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
-
-    figure = finder.plot(suggest=True)
-    axes = figure.axes[0]
-    axes.set_ylabel("training loss (smoothed)")
-    title = f"suggested lr {suggested_lr:.3g}" if suggested_lr is not None else "no suggestion: too few steps"
-    axes.set_title(f"LR range test: {title}")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)

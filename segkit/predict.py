@@ -2,12 +2,14 @@
 image's own size, from a trained checkpoint or its ONNX export.
 
     python -m segkit.predict ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt input=photos/ output=masks/
-    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip sliding_window=true
+    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip
+    python -m segkit.predict ckpt_path=<trained on crops> input=scan.tif sliding_window=true   # docs/eval.md
     python -m segkit.predict onnx_path=model.int8.onnx input=photos/       # through segkit.runtime (onnxruntime)
 
-Writes `<stem>.png`, a palette PNG whose pixel values are class ids (in the dataset's colours), and
-`<stem>_overlay.png`, the image blended with the coloured mask. Images are read as segkit's datasets
-read them (EXIF orientation, grayscale, palette and RGBA to RGB) and normalised as training did.
+Writes `<stem>.png`, a palette PNG whose pixel values are class ids (in the dataset's colours),
+`<stem>_overlay.png`, the image blended with the coloured mask, and `legend.png`, the class of each colour.
+Images are read as segkit's datasets read them (EXIF orientation, grayscale, palette and RGBA to RGB) and
+normalised as training did.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ Images are read as segkit's datasets read them (EXIF orientation, grayscale, pal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -16,8 +18,11 @@ from omegaconf import DictConfig
 
 from segkit.checkpoints import training_datamodule
 from segkit.data import SegmentationDataModule
+from segkit.figures import legend_figure, save
 from segkit.module import SegmentationModule, load_module
 from segkit.runtime import TTA_MODES, OnnxSegmenter, segment_files
+
+log = logging.getLogger(__name__)
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -25,6 +30,15 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     if size <= window:
         return [0]
     return [*range(0, size - window, stride), size - window]
+
+
+def training_resize(data_config: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(height, width) that a training data config resizes every training image to (an albumentations `Resize`
+    among its `train_transforms`), or None when it trains at the images' own scale or on crops of them."""
+    for transform in data_config.get("train_transforms") or ():
+        if str(transform.get("_target_", "")).rsplit(".", 1)[-1] == "Resize":
+            return int(transform["height"]), int(transform["width"])
+    return None
 
 
 class Predictor:
@@ -72,12 +86,21 @@ class Predictor:
         self.resize_and_normalise = data.pipeline([A.Resize(*self.image_size)])
         self.normalise = data.pipeline([])
         self.colormap = data.colormap
+        self.class_names = module.class_names
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, trusted_targets: Sequence[str] = (), **options) -> Predictor:
         """The predictor of a checkpoint, with its training's datamodule (normalisation, palette, image
         size); `options` are those of `Predictor`. Only targets of segkit's and `trusted_targets` are built."""
         module = load_module(ckpt_path, trusted_targets)
+        resized_to = training_resize(module.segkit_config["data"])
+        if options.get("sliding_window") and resized_to:
+            log.warning(
+                "sliding_window=true: %s was trained on whole images resized to %dx%d (an albumentations Resize in "
+                "data.train_transforms), so windows of that size at each image's own scale show it objects at scales "
+                "it never saw, with seams where windows meet, for several times the time. Sliding windows suit "
+                "models trained on crops of large images (RandomCrop) and evaluated at full resolution; for this "
+                "model leave sliding_window=false (docs/eval.md)", ckpt_path, *resized_to)
         return cls(module, training_datamodule(module), **options)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -128,6 +151,7 @@ class Predictor:
 def predict(cfg: DictConfig) -> list[Path]:
     """Writes the mask (and overlay) of every image `cfg.input` names into `cfg.output`, from the
     checkpoint `cfg.ckpt_path` or the ONNX export `cfg.onnx_path`; returns the files written, in input order."""
+    inputs = cfg.input  # a missing input= fails here, before the model is loaded (segkit.logs reports it)
     if (cfg.ckpt_path is None) == (cfg.onnx_path is None):
         raise ValueError("give one of ckpt_path=... (a checkpoint) and onnx_path=... (an export of segkit.export)")
     if cfg.onnx_path is not None:
@@ -143,4 +167,9 @@ def predict(cfg: DictConfig) -> list[Path]:
                                               tta=cfg.tta, sliding_window=cfg.sliding_window,
                                               window_overlap=cfg.window_overlap, batch_size=cfg.batch_size,
                                               device=device)
-    return segment_files(segmenter, segmenter.colormap, cfg.input, cfg.output, cfg.overlays, cfg.overlay_alpha)
+    written = segment_files(segmenter, segmenter.colormap, inputs, cfg.output, cfg.overlays, cfg.overlay_alpha)
+    legend = Path(cfg.output) / "legend.png"  # what the colours of the masks and overlays mean
+    if cfg.overlays and legend not in written:  # an input named legend.* has its mask there already
+        class_names = segmenter.class_names if isinstance(segmenter, Predictor) else segmenter.metadata.class_names
+        save(legend_figure(class_names, segmenter.colormap), legend)
+    return written

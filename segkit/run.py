@@ -19,6 +19,7 @@ from segkit.config import to_plain
 from segkit.data import SegmentationDataModule
 from segkit.distributed import end_job
 from segkit.loggers import close_loggers, log_run_summary
+from segkit.logs import report
 from segkit.lr_finder import find_lr
 from segkit.models import count_parameters
 from segkit.models.summary import summarize
@@ -97,7 +98,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = trainer.checkpoint_callback
         best_checkpoint = (checkpoint.best_model_path or None) if checkpoint else None
         last_checkpoint = last_checkpoint_path(trainer)
-        # Report the checkpoint a user will ship, not the last epoch: validate the best one once more.
+        # Report the checkpoint a user will ship, not the last epoch: validate the best one once more. That is no
+        # epoch of training, so the loggers do not get it (their curves end at the last epoch): metrics.json and
+        # the wandb run's summary report it.
+        trainer.loggers = []
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False,
                                    weights_only=True)[0]
         log_run_summary(run.loggers, {**results, **efficiency, "best_checkpoint": best_checkpoint})
@@ -116,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         metrics_path = output_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(_summary(cfg.model.name, type(run.datamodule).__name__, metrics, metrics_path))
+        report(_summary(cfg.model.name, type(run.datamodule).__name__, metrics, metrics_path))
     return metrics
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
@@ -25,11 +24,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except SIGTERMException:
         sys.exit(INTERRUPTED_EXIT_CODE)  # LastCheckpoint has saved last.ckpt
-    except Exception:
-        # Hydra reports the error on the console only; the run's log file (train.log) keeps it too, with its
-        # traceback (conf/hydra/default.yaml sends this logger to the file alone).
-        logging.getLogger("segkit.train.failure").exception("training failed")
-        raise
     return metrics.get(cfg.optimized_metric)
 
 

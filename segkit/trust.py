@@ -56,7 +56,6 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.Trainer",
     "lightning.pytorch.callbacks.EarlyStopping",
     "lightning.pytorch.callbacks.ModelCheckpoint",
-    "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.loggers.TensorBoardLogger",
     "segkit.callbacks.LastCheckpoint",
@@ -65,13 +64,17 @@ SEGKIT_TARGETS = frozenset({
     "segkit.callbacks.WandbDashboard",
     "segkit.checkpoints.AtomicCheckpointIO",
     "segkit.distributed.HydraDDPStrategy",
+    "segkit.figures.TensorBoardFigures",
     "segkit.loggers.ResumableCSVLogger",
     "segkit.loggers.wandb_logger",
+    "segkit.logs.EpochLog",
+    "segkit.logs.ModelSummary",
 })
 
 # Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
 # checkpoints keep loading; segkit never builds them from a checkpoint.
 RETIRED_TARGETS = frozenset({
+    "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.loggers.CSVLogger",
     "segkit.callbacks.StopOnNonFiniteLoss",
     # Moved into segkit.callbacks and segkit.loggers.

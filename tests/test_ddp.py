@@ -124,7 +124,7 @@ def test_ddp_run_with_the_default_callbacks_trains_on_two_processes_into_one_run
     assert files_below(run_dir) == run_files(run_dir)
     assert result.stdout.count("segkit: dsc_segnet") == 1  # the summary, from rank 0 only
     # The callbacks that read metrics on rank 0 alone were on: the model summary and the rich progress bar.
-    assert "Trainable params" in result.stdout and "Validation ━" in result.stdout
+    assert "trainable parameters" in result.stdout and "Validation ━" in result.stdout
     resolved = (run_dir / "config.yaml").read_text()
     assert "sync_batchnorm: true" in resolved and "segkit.distributed.HydraDDPStrategy" in resolved
 

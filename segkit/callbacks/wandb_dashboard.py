@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from segkit.data import SegmentationDataModule
 from segkit.loggers import RUN_ID_KEY
 from segkit.module import SegmentationModule
-from segkit.visualize import draw_panel
+from segkit.figures import draw_panel
 
 if TYPE_CHECKING:  # imported where used: wandb takes about a second to import, and CSV runs never need it
     import wandb
