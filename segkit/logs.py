@@ -3,9 +3,8 @@
 - `RunLog`, a Hydra callback of every command (conf/hydra/default.yaml): Python warnings go through logging, so
   the log file keeps them; the error of a failed run goes to the log file with its traceback, and an ordinary
   user error (a bad value, file or checkpoint) prints one clear message on the console and exits 1.
-- `EpochLog`: one line of metrics per epoch, the record a non-interactive console (nohup, SLURM) lacks, where the
-  progress bar prints only its last state.
-- `ModelSummary`: Lightning's summary without the metric modules and the FLOPs column.
+- The callbacks `segkit.callbacks.EpochLog` (one line of metrics per epoch) and `segkit.callbacks.ModelSummary`
+  (Lightning's summary without metric modules and FLOPs) write into the same log.
 - `LightningTipFilter`: drops Lightning's advertising tips (conf/hydra/default.yaml puts it on Lightning's logger).
 """
 
@@ -16,19 +15,13 @@ import io
 import logging
 import os
 import sys
-import time
 import warnings
 from typing import Any
 
-import lightning as L
-import torchmetrics
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.model_summary import get_human_readable_count, summarize
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
@@ -135,74 +128,3 @@ class LightningTipFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.NOISE)
-
-
-class EpochLog(L.Callback):
-    """Logs one line per epoch: the epoch, every scalar metric but per-class IoUs (the CSV and metrics.json hold
-    those) and the epoch's duration, e.g.
-    `epoch 2/5  lr/group0 0.0009  train/acc 0.71  train/loss_epoch 0.8312  train/miou 0.512  val/acc 0.74 ...  (41 s)`.
-
-    The line is written when the next epoch starts or training ends: the module logs the epoch's training metrics
-    in its own `on_train_epoch_end`, which Lightning calls after the callbacks' one.
-    """
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-        self._ended: tuple[int, float] | None = None  # (epoch, seconds) of the epoch whose line is due
-
-    @rank_zero_only
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log_ended_epoch(trainer)
-        self._started = time.monotonic()
-
-    @rank_zero_only
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._ended = (trainer.current_epoch, time.monotonic() - self._started)
-
-    @rank_zero_only
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log_ended_epoch(trainer)
-
-    def _log_ended_epoch(self, trainer: L.Trainer) -> None:
-        if self._ended is None:
-            return
-        epoch, seconds = self._ended
-        self._ended = None
-        metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())
-                   if value.numel() == 1 and "/iou_" not in name and not name.endswith("_step")}
-        values = "  ".join(f"{name} {value:.4g}" for name, value in metrics.items())
-        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        log.info("epoch %d%s  %s  (%.0f s)", epoch + 1, total, values, seconds)
-
-
-class ModelSummary(LightningModelSummary):
-    """Lightning's model summary, logged (so the log file has it too), without the metric modules (they hold no
-    weights) and without FLOPs, which Lightning counts only for a module with an `example_input_array` and
-    otherwise prints as 0 (segkit puts MACs at the training size in metrics.json). Written here because
-    Lightning's summary callbacks print every module and the FLOPs column whatever they are given."""
-
-    def __init__(self, max_depth: int = 1) -> None:
-        super().__init__(max_depth=max_depth)
-        self.depth = max_depth
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.depth and trainer.is_global_zero:
-            log.info("\n%s", summary_table(pl_module, self.depth))
-
-
-def summary_table(module: L.LightningModule, max_depth: int) -> str:
-    """Name, type and parameters of `module`'s layers down to `max_depth`, metrics left out, and the totals."""
-    summary = summarize(module, max_depth=max_depth)
-    metrics = tuple(name for name, child in module.named_modules() if isinstance(child, torchmetrics.Metric))
-    rows = [(name, kind, get_human_readable_count(count).strip()) for name, kind, count
-            in zip(summary.layer_names, summary.layer_types, summary.param_nums)
-            if not name.startswith(metrics) and kind != "MetricCollection"]
-    header = ("Name", "Type", "Params")
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(3)]
-    lines = ["  ".join(value.ljust(width) if column < 2 else value.rjust(width)
-                       for column, (value, width) in enumerate(zip(row, widths))) for row in [header, *rows]]
-    trainable = summary.trainable_parameters
-    frozen = summary.total_parameters - trainable
-    lines.append(f"{get_human_readable_count(trainable).strip()} trainable parameters, "
-                 f"{get_human_readable_count(frozen).strip()} frozen, {summary.model_size:.1f} MB")
-    return "\n".join(lines)

@@ -64,11 +64,11 @@ SEGKIT_TARGETS = frozenset({
     "segkit.callbacks.WandbDashboard",
     "segkit.checkpoints.AtomicCheckpointIO",
     "segkit.distributed.HydraDDPStrategy",
-    "segkit.figures.TensorBoardFigures",
+    "segkit.callbacks.EpochLog",
+    "segkit.callbacks.ModelSummary",
+    "segkit.callbacks.TensorBoardFigures",
     "segkit.loggers.ResumableCSVLogger",
     "segkit.loggers.wandb_logger",
-    "segkit.logs.EpochLog",
-    "segkit.logs.ModelSummary",
 })
 
 # Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their

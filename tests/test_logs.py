@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchmetrics
 
-from segkit.logs import summary_table
+from segkit.callbacks.model_summary import summary_table
 
 REPO = Path(__file__).resolve().parent.parent
 

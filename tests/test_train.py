@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, caplog):
     cfg = make_config("trainer.max_epochs=2")
-    caplog.set_level("INFO", logger="segkit.logs")
+    caplog.set_level("INFO", logger="segkit.callbacks.epoch_log")
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
 
@@ -39,7 +39,7 @@ def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, ca
     assert len(val_rows) >= 2 and "val/iou_border" in rows[0] and "train/loss_step" in rows[0]
     # The best checkpoint's final re-validation is no epoch: the curves end at the last one.
     assert len(val_rows) == 2 and sorted({int(row["epoch"]) for row in rows}) == [0, 1]
-    # One log line per epoch, with the epoch's training and validation metrics (segkit.logs.EpochLog).
+    # One log line per epoch, with the epoch's training and validation metrics (segkit.callbacks.EpochLog).
     epoch_lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert f"val/miou {written['val/miou']:.4g}" in epoch_lines[1] and "train/loss_epoch" in epoch_lines[1]
