@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-import importlib
+import runpy
 import sys
 from collections.abc import Sequence
 
-# Each subcommand: the module `python -m segkit.<name>` runs, and what it does.
+# Each subcommand: the module that `python -m` runs for it, and what it does.
 COMMANDS = {
     "train": ("segkit.train", "train a model on a dataset, both chosen by config; writes metrics.json"),
     "eval": ("segkit.eval", "the metrics of a checkpoint (or ONNX export) on a split of its data or another"),
@@ -19,7 +19,7 @@ COMMANDS = {
     "export": ("segkit.export", "a checkpoint as an ONNX file (fp32, fp16 or int8) for onnxruntime"),
     "summary": ("segkit.summary", "a model's parameters and MACs at the configured image size"),
     "lr_find": ("segkit.lr_find", "the learning-rate range test; prints the suggested lr"),
-    "bench": ("segkit.bench.__main__", "speed and memory of each model, and segkit's overhead"),
+    "bench": ("segkit.bench", "speed and memory of each model, and segkit's overhead"),
     "data_check": ("segkit.data_check", "read every sample of a dataset once and report problems"),
 }
 
@@ -45,9 +45,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     name, rest = arguments[0], arguments[1:]
     if name not in COMMANDS:
         sys.exit(f"segkit: unknown command {name!r}; commands: {', '.join(COMMANDS)}\n\n{usage()}")
-    module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"segkit {name}", *rest]  # what the command's Hydra main reads
-    module.main()
+    # Run as `python -m segkit.<command>` runs it, as __main__: trainer=ddp starts its other processes by running
+    # __main__'s module again (segkit.distributed.child_command).
+    runpy.run_module(COMMANDS[name][0], run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

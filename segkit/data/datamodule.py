@@ -131,7 +131,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         self.train_transforms = list(train_transforms)
         self.val_transforms = list(val_transforms)
-        # None until set: `segkit.train.build` then takes the model's (ImageNet statistics for
+        # None until set: `segkit.run.build` then takes the model's (ImageNet statistics for
         # pretrained encoders), so the normalisation travels with the weights.
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
