@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset
 
 from segkit.bench import plain_loop
-from segkit.config import to_plain
 from segkit.data import SegmentationDataModule
 from segkit.run import build
 
@@ -72,8 +71,8 @@ def measure_loader(datamodule: SegmentationDataModule, batches: int, warmup: int
     rate = loader_images_per_s(datamodule.train_dataloader(), batches, warmup)
     gc.collect()  # persistent workers end with their loader, before anything is timed beside them
     return {"data": type(datamodule).__name__, "images_per_s": rate, "batch_size": datamodule.batch_size,
-            "image_size": to_plain(datamodule.image_size) if datamodule.image_size is None
-            else list(datamodule.image_size), "num_workers": datamodule.num_workers,
+            "image_size": None if datamodule.image_size is None else list(datamodule.image_size),
+            "num_workers": datamodule.num_workers,
             "pin_memory": datamodule.pin_memory, "persistent_workers": datamodule.persistent_workers,
             "batches": batches}
 
