@@ -24,23 +24,29 @@ class MissingExtraError(ModuleNotFoundError):
     """An optional dependency that is not installed; the message says which extra installs it."""
 
 
+def _dependency(module: str) -> str:
+    """The key of `EXTRAS` that `module` (a dotted name) belongs to."""
+    for name in EXTRAS:
+        if module == name or module.startswith(f"{name}."):
+            return name
+    raise KeyError(f"{module!r} is not an optional dependency of segkit; optional: {sorted(EXTRAS)}")
+
+
 def extra_of(module: str) -> str:
     """The extra that installs `module` (a dotted name whose start is a key of `EXTRAS`)."""
-    for name, extra in EXTRAS.items():
-        if module == name or module.startswith(f"{name}."):
-            return extra
-    raise KeyError(f"{module!r} is not an optional dependency of segkit; optional: {sorted(EXTRAS)}")
+    return EXTRAS[_dependency(module)]
 
 
 def require(module: str, purpose: str | None = None) -> ModuleType:
     """`importlib.import_module(module)`, or a `MissingExtraError` naming the pip line that installs it."""
-    extra = extra_of(module)
+    dependency = _dependency(module)
+    extra = EXTRAS[dependency]
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         needed_by = f"{purpose} needs" if purpose else "segkit needs"
         raise MissingExtraError(
-            f"{needed_by} {module.partition('.')[0]}, which is not installed (missing: {error.name}). It comes with "
+            f"{needed_by} {dependency}, which is not installed (missing: {error.name}). It comes with "
             f"segkit's {extra!r} extra: pip install 'segkit[{extra}]'",
             name=error.name,
         ) from error

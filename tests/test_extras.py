@@ -33,7 +33,9 @@ def test_a_logger_without_its_extra_fails_before_training(make_config, monkeypat
                                           r".*pip install 'segkit\[tensorboard\]'"):
         validate(make_config("logger=tensorboard"))
     not_installed(monkeypatch, "wandb")
-    with pytest.raises(ConfigError, match=r"logger\.wandb\._target_=segkit\.loggers\.wandb_logger: .*pip install "
+    # The first key that needs it: the dashboard callback (callbacks come before loggers) or the logger.
+    with pytest.raises(ConfigError, match=r"(callbacks\.wandb_dashboard\._target_=segkit\.callbacks\.WandbDashboard|"
+                                          r"logger\.wandb\._target_=segkit\.loggers\.wandb_logger): .*pip install "
                                           r"'segkit\[wandb\]'"):
         validate(make_config("logger=wandb"))
 
