@@ -45,7 +45,7 @@ def test_the_suggestion_is_the_steepest_descent_between_the_warm_up_and_the_mini
     lrs, losses = range_curve()
     test = analyse(lrs.tolist(), lightning_smoothed(losses), skip_begin=10)
     assert test.loss == pytest.approx(losses)
-    assert 0.05 < test.minimum_lr < 0.3
+    assert 0.03 < test.minimum_lr < 0.3  # the raw minimum is at 0.1; the centred mean sees the divergence early
     # The steepest descent of the curve is at lr 1e-3: the centred mean does not move it.
     assert 7e-4 <= test.suggested_lr <= 1.5e-3
     assert test.to_json()["suggested_lr"] == test.suggested_lr
