@@ -12,7 +12,7 @@ install: $(INSTALLED)
 # Reinstalled whenever the dependencies or the verified pins change.
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
+	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable ".[all,dev]"
 	touch $@
 
 train: install

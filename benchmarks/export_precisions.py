@@ -5,7 +5,7 @@
 
 The trained checkpoint gets every column (mIoU on `--miou-split` of its data, default test); each `--untrained` model is
 built from its config without pretrained weights, at the checkpoint's data and image size, for size and
-speed only. The rows come from `segkit.export_bench.measure_precisions`; the table is printed and the
+speed only. The rows come from `segkit.bench.export.measure_precisions`; the table is printed and the
 rows written to <output>/export_precisions.json.
 """
 
@@ -22,11 +22,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from segkit.checkpoint import read_training_config
+from segkit.checkpoints import read_training_config
 from segkit.config import CONFIG_DIR, to_plain
-from segkit.export_bench import TABLE_HEADER, format_rows, measure_precisions
+from segkit.bench.export import TABLE_HEADER, format_rows, measure_precisions
 from segkit.models import without_pretrained_weights
-from segkit.train import build
+from segkit.run import build
 
 
 def save_untrained_checkpoint(model: str, data: dict, path: Path) -> Path:

@@ -8,7 +8,13 @@
 - `read_trusted_checkpoint` also refuses a checkpoint whose config names anything segkit would not build
   (`segkit.trust`): every caller that builds objects from a checkpoint's config reads it so.
 - `check_checkpoint_matches` tells, before any weight is copied, that a checkpoint was trained for
-  another network or number of classes than the config asks for.
+  another network or number of classes than the config asks for; `check_resume_settings` that a resumed
+  run would change what its checkpoint fixes.
+- `read_training_config` and `training_datamodule`: `segkit.train` stores the run's resolved config in every
+  checkpoint (`checkpoint[CONFIG_KEY]`, plain containers only), so eval, predict and export need nothing but
+  the file: the model, its data, classes, palette and input normalisation all come from it.
+
+A missing file is the same error everywhere: `CheckpointError("<path>: checkpoint not found")`.
 """
 
 from __future__ import annotations
@@ -19,17 +25,27 @@ import pickle
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from zipfile import is_zipfile
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
+from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from segkit.data import SegmentationDataModule
 from segkit.models import without_pretrained_weights
 from segkit.trust import untrusted_entries
+
+if TYPE_CHECKING:  # for annotations only: segkit.module reads checkpoints through this module
+    from segkit.module import SegmentationModule
+
+# A path as Lightning's checkpoint IO receives it (Lightning's own alias for it is private).
+PathLike = str | os.PathLike[str]
+
+# Where a checkpoint keeps the resolved training config of the run that wrote it.
+CONFIG_KEY = "segkit_config"
 
 # Words of the lines of torch's loading errors that advise loading unsafely or filing an issue.
 TORCH_ADVICE = ("weights_only", "file an issue", "Check the documentation")
@@ -47,7 +63,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     two are on different filesystems, and never fsynced.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None) -> None:
         if not isinstance(get_filesystem(path), LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)  # object stores replace whole objects
             return
@@ -57,7 +73,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(
         self,
-        path: _PATH,
+        path: PathLike,
         map_location: Callable | None = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
@@ -118,7 +134,7 @@ def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
         os.close(folder)
 
 
-def read_checkpoint(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(path: PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """A checkpoint loaded with `torch.load(weights_only=True)`, with errors that name the file: the one
     reader of checkpoint files. A caller that builds anything from its config reads it with
     `read_trusted_checkpoint` instead.
@@ -158,7 +174,7 @@ def read_checkpoint(path: _PATH, map_location: Any = "cpu", mmap: bool = False) 
     return checkpoint
 
 
-def read_trusted_checkpoint(path: _PATH, trusted_targets: Iterable[str] | str = (), mmap: bool = False
+def read_trusted_checkpoint(path: PathLike, trusted_targets: Iterable[str] | str = (), mmap: bool = False
                             ) -> dict[str, Any]:
     """`read_checkpoint`, refused before anything is built when the checkpoint names a target that is
     neither segkit's own nor in `trusted_targets`, or holds anything else Hydra or Lightning would act on
@@ -191,7 +207,7 @@ def _architecture(model_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_checkpoint_matches(
-    path: _PATH,
+    path: PathLike,
     model_config: Mapping[str, Any] | None,
     num_classes: int | None,
     checkpoint: Mapping[str, Any] | None = None,
@@ -239,11 +255,11 @@ def check_checkpoint_matches(
 FIXED_ON_RESUME = ("optimizer", "scheduler", "loss", "seed", "data.batch_size", "data.num_train")
 
 
-def check_resume_settings(path: _PATH, settings: Mapping[str, Any], checkpoint: Mapping[str, Any]) -> None:
+def check_resume_settings(path: PathLike, settings: Mapping[str, Any], checkpoint: Mapping[str, Any]) -> None:
     """Raises a `CheckpointError` naming each setting that a resumed run would change from the run that wrote
     `checkpoint`: `settings` maps each key of `FIXED_ON_RESUME` to its resolved value in the new config.
     Checkpoints without their training config pass."""
-    stored = checkpoint.get("segkit_config")
+    stored = checkpoint.get(CONFIG_KEY)
     if not isinstance(stored, Mapping):
         return
     ours, theirs = _flatten(settings), _flatten(stored)
@@ -259,3 +275,29 @@ def check_resume_settings(path: _PATH, settings: Mapping[str, Any], checkpoint: 
             "and loss state of the checkpoint and its place in the epoch. Resume with the checkpoint's values (its "
             "run's config.yaml), or start a new run for new settings"
         )
+
+
+def require_training_config(config: dict[str, Any] | None, path: str | Path) -> dict[str, Any]:
+    """`config`, the training config read from the checkpoint at `path`; a `CheckpointError` when it has none."""
+    if config is None:
+        raise CheckpointError(
+            f"{path}: the checkpoint carries no training config ({CONFIG_KEY!r}); it was written by a segkit "
+            f"older than segkit.eval and segkit.predict, or not by segkit.train. Retrain, or use "
+            f"SegmentationModule.load_from_checkpoint with a datamodule built from the training config"
+        )
+    return config
+
+
+def read_training_config(ckpt_path: str | Path, trusted_targets: Iterable[str] = ()) -> dict[str, Any]:
+    """The resolved training config stored in a checkpoint, read without loading its weights into memory and
+    refused (`CheckpointError`) if it names targets outside segkit's and `trusted_targets` (`segkit.trust`)."""
+    config = read_trusted_checkpoint(ckpt_path, trusted_targets, mmap=True).get(CONFIG_KEY)
+    return require_training_config(config, ckpt_path)
+
+
+def training_datamodule(module: SegmentationModule, **overrides: Any) -> SegmentationDataModule:
+    """The datamodule of a trained module's training config, with `overrides` of its keys (root=..., split=...),
+    built but not set up (no file is read), normalising as training did."""
+    data = instantiate({**module.segkit_config["data"], **overrides})
+    data.use_normalisation_of(module.net)
+    return data

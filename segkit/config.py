@@ -10,8 +10,33 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-# conf/ sits beside the package in the project root; segkit is installed editable (`make install`).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+from segkit.extras import require
+
+# conf/ sits at the top of the repository and is installed into the wheel as segkit/conf (pyproject.toml): the
+# installed copy when there is one, else the source tree's (an editable install, or PYTHONPATH=<checkout>).
+_INSTALLED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = _INSTALLED_CONFIG_DIR if _INSTALLED_CONFIG_DIR.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+# What the commands give `hydra.main(config_path=...)`: an absolute path, so any working directory works.
+CONFIG_PATH = str(CONFIG_DIR)
+
+
+# Command-line choices of a Hydra plugin that one of segkit's extras installs -> the plugin's module.
+PLUGIN_CHOICES = {
+    "hparams_search=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
+    "hydra/launcher=submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "hydra/launcher=submitit_local": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def require_plugins(arguments: list[str]) -> None:
+    """Fails (`MissingExtraError`, with its pip line) when the command line chooses a Hydra plugin that is not
+    installed: Hydra itself would only say that it cannot find the config option."""
+    for argument in arguments:
+        plugin = PLUGIN_CHOICES.get(argument.lstrip("+~").replace(" ", ""))
+        if plugin is not None:
+            require(plugin, argument)
 
 
 def to_plain(cfg: DictConfig | None) -> Any:
@@ -28,8 +53,8 @@ def _data_num_classes(*, _parent_: DictConfig) -> int:
     return len(get_class(_parent_._target_).config_class_names(_parent_))
 
 
-# Registered here, in the module every command (and test) imports CONFIG_DIR from, so that any config
-# composed with it resolves, whichever datamodule was imported.
+# Registered here, in the module every command imports CONFIG_DIR from and that importing the package `segkit`
+# imports (segkit/__init__.py), so that any composition of conf/ resolves, whichever datamodule was imported.
 OmegaConf.register_new_resolver("data_num_classes", _data_num_classes, replace=True)
 
 

@@ -1,6 +1,5 @@
 """Deployable ONNX files of a trained checkpoint (`export`, the work of segkit.export): the fp32 export,
-fp16 and static int8 versions of it, the metadata `segkit.runtime` reads, and an ONNX file wrapped as a
-network for segkit.eval's metrics.
+fp16 and static int8 versions of it, and the metadata `segkit.runtime` reads. Needs segkit's `export` extra.
 
 SegNet's `max_unpool2d` has no ONNX export in torch (pytorch/pytorch#25088, #85388); segkit's unpooling
 is a scatter (`segkit.models.segnet.max_unpool2d`), which torch's exporter translates, so every segkit
@@ -21,30 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
-from hydra.utils import instantiate
-from onnxconverter_common import float16
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from segkit.checkpoint import load_module
+from segkit.checkpoints import training_datamodule
 from segkit.data import SegmentationDataModule
-from segkit.module import SegmentationModule
-from segkit.runtime import PRECISIONS, ModelMetadata, inference_session, read_metadata
+from segkit.extras import require
+from segkit.module import load_module
+from segkit.runtime import PRECISIONS, ModelMetadata, inference_session
 from segkit.trust import overwritten_inputs
+
+onnx = require("onnx", "exporting to ONNX")
+require("onnxscript", "exporting to ONNX")  # torch's ONNX exporter imports it
+float16 = require("onnxconverter_common.float16", "the fp16 export")
+quantization = require("onnxruntime.quantization", "the int8 export")
+quant_pre_process = require("onnxruntime.quantization.shape_inference", "the int8 export").quant_pre_process
 
 FORMATS = ("onnx",)
 EXPORTERS = ("dynamo", "torchscript")
-
-
-def training_datamodule(module: SegmentationModule, **overrides: Any) -> SegmentationDataModule:
-    """The datamodule of a checkpoint's training config, with `overrides` of its keys (root=..., split=...),
-    built but not set up (no file is read), normalising as training did."""
-    data = instantiate({**module.segkit_config["data"], **overrides})
-    data.use_normalisation_of(module.net)
-    return data
 
 
 def model_metadata(data: SegmentationDataModule, precision: str) -> ModelMetadata:
@@ -87,7 +80,7 @@ def calibration_batches(data: SegmentationDataModule, split: str, count: int) ->
     return [pipeline(image=reader[int(i)][0])["image"][None].numpy() for i in indices]
 
 
-class _Batches(CalibrationDataReader):
+class _Batches(quantization.CalibrationDataReader):
     def __init__(self, batches: Sequence[np.ndarray]) -> None:
         self.batches = iter(batches)
 
@@ -103,8 +96,8 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray])
         # as onnxruntime recommends; per-channel weights then quantize the folded kernels.
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
-        quantize_static(str(prepared), str(target), _Batches(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True)
+        quantization.quantize_static(str(prepared), str(target), _Batches(calibration),
+                                     quant_format=quantization.QuantFormat.QDQ, per_channel=True)
     return target
 
 
@@ -124,39 +117,14 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision={precision!r} is not an export precision; expected one of {list(PRECISIONS)}")
 
 
-class OnnxNet(nn.Module):
-    """An exported file as a network: N x 3 x H x W tensors in, onnxruntime's logits out, with the
-    metadata's classes and normalisation (`input_mean`, `input_std`) for the datamodule to take."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.session = inference_session(self.path, threads)
-        self.metadata = read_metadata(self.session, self.path)
-        self.input_mean, self.input_std = tuple(self.metadata.mean), tuple(self.metadata.std)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(["logits"], {"images": images.detach().cpu().float().numpy()})
-        return torch.from_numpy(logits)
-
-
-def onnx_module(path: str | Path, ignore_index: int = 255) -> SegmentationModule:
-    """A module for Lightning's test loop (segkit.eval's metrics and loss) whose network is the ONNX file."""
-    net = OnnxNet(path)
-    names = net.metadata.class_names
-    # No optimizer: the module is only evaluated.
-    return SegmentationModule(net, num_classes=len(names), optimizer=None, ignore_index=ignore_index,
-                              class_names=names).eval()
-
-
 def export_onnx(
     net: nn.Module, path: Path, example_size: tuple[int, int], exporter: str = "dynamo", opset: int = 18
 ) -> Path:
     """Writes `net` (in eval mode) to `path` with batch, height and width left dynamic.
 
     `exporter="dynamo"` is torch's default, `torch.export`-based exporter. `"torchscript"` is its
-    legacy tracer, deprecated by torch but about 20x faster here (2 s against 37 s for MobileNetV2):
-    same graph, same numbers, and the test suite uses it to check every model quickly.
+    legacy tracer, deprecated by torch but many times faster to run: same graph, same numbers, and the
+    test suite uses it to check every model quickly.
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r} is not an ONNX exporter; expected one of {list(EXPORTERS)}")
@@ -187,9 +155,7 @@ def export_onnx(
 
 def onnx_max_abs_difference(net: nn.Module, path: Path, shapes: list[tuple[int, ...]], seed: int = 0) -> float:
     """The largest |ONNX Runtime - PyTorch| over random inputs of the given N x C x H x W shapes."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = inference_session(path)
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     net = net.eval()

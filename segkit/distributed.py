@@ -52,7 +52,7 @@ def child_command(global_rank: int) -> tuple[list[str], str]:
     if not HydraConfig.initialized():
         raise RuntimeError(
             "trainer=ddp starts its processes by running the Hydra job again: start it as "
-            "`python -m segkit.train trainer=ddp ...`, not by calling segkit.train.train(cfg)"
+            "`python -m segkit.train trainer=ddp ...`, not by calling segkit.run.train(cfg)"
         )
     hydra_cfg = HydraConfig.get()
     import __main__  # here, as Lightning does: the module that was started, known only at run time
@@ -74,6 +74,9 @@ def child_command(global_rank: int) -> tuple[list[str], str]:
     return command, hydra_cfg.runtime.cwd
 
 
+# The one private Lightning API segkit uses, kept to this class and HydraDDPStrategy._configure_launcher: Lightning
+# has no public hook for how DDP starts the processes of ranks 1.., and its own way (running the command line
+# again) makes a new Hydra run folder, or a whole new sweep, in every process.
 class HydraJobLauncher(_SubprocessScriptLauncher):
     """Starts the processes of local ranks 1.. of this node with `child_command`, and ends them with the job."""
 

@@ -2,8 +2,11 @@
 another dataset with the same classes, written to metrics.json.
 
     python -m segkit.eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt       # its val split
-    python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test [tta=flip]
+    python -m segkit.eval ckpt_path=... data=pets data.root=../shared/data data.split=test
     python -m segkit.eval onnx_path=model.int8.onnx data=pets data.root=../shared/data data.split=test
+    python -m segkit.eval ckpt_path=... show=8     # gallery.png: 8 images | truth | prediction
+
+Besides metrics.json it writes confusion_matrix.png and iou_per_class.png (segkit.figures).
 
 An ONNX export of segkit.export runs in onnxruntime on the CPU through the same test loop and metrics;
 it carries no data config, so `data=...` is required, and its loss has no class weights.
@@ -14,146 +17,17 @@ paths and the trainer's accelerator, devices and precision can be set on the com
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segkit.checkpoint import load_module, read_training_config
-from segkit.config import CONFIG_DIR
-from segkit.data import SegmentationDataModule
-from segkit.deploy import onnx_module
-from segkit.module import SegmentationModule
-from segkit.runtime import TTA_MODES
-from segkit.train import format_metrics, split_metrics
-
-log = logging.getLogger(__name__)
-
-MODEL_KEYS = ("ckpt_path", "onnx_path")
-OVERRIDABLE_KEYS = {"data", "trusted_targets", "tta", "paths", "trainer.accelerator", "trainer.devices",
-                    "trainer.precision"}
-OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
+from segkit.config import CONFIG_PATH
+from segkit.evaluation import check_overrides, evaluate, register_checkpoint_data, trusted_targets_override
 
 
-def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
-    """Refuses command-line overrides of anything but the data, paths and devices, since the model and
-    its training settings come from the checkpoint (or the ONNX file); returns which of `ckpt_path` and
-    `onnx_path` the overrides give, and its value."""
-    models: dict[str, str] = {}
-    data_chosen = False
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        key = override.key_or_group
-        if key in MODEL_KEYS:
-            if override.is_sweep_override():
-                raise ValueError(f"{override.input_line}: segkit.eval evaluates one model per command")
-            models[key] = str(override.value())
-        elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
-            raise ValueError(
-                f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, trusted_targets, tta, paths.*, "
-                f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
-            )
-        data_chosen |= key == "data"
-    if len(models) != 1:
-        raise ValueError("one of ckpt_path=... (the checkpoint to evaluate) and onnx_path=... (an export of "
-                         "segkit.export) is required" + (f", not both: {models}" if models else ""))
-    ((key, path),) = models.items()
-    if key == "onnx_path" and not data_chosen:
-        raise ValueError(f"onnx_path={path}: name the data to evaluate on with data=<dataset> (data=pets, "
-                         f"data.root=...); an ONNX file carries no data config")
-    return key, path
-
-
-def register_checkpoint_data(ckpt_path: str | Path, trusted_targets: Sequence[str] = ()) -> None:
-    """Makes the checkpoint's resolved data config the option `checkpoint` of the data group, which
-    conf/eval.yaml selects by default; Hydra then applies `data.*` overrides to it. A checkpoint naming
-    targets outside segkit's and `trusted_targets` is refused first (`segkit.trust`)."""
-    data = read_training_config(ckpt_path, trusted_targets)["data"]
-    ConfigStore.instance().store(group="data", name="checkpoint", node=data, provider="segkit.eval")
-
-
-def trusted_targets_override(overrides: Sequence[str]) -> Sequence[str] | str:
-    """The `trusted_targets=` of the command line (a list or one name): the checkpoint is checked before Hydra
-    composes the config."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return next((override.value() for override in parsed if override.key_or_group == "trusted_targets"), [])
-
-
-def _check_classes(module: SegmentationModule, datamodule: SegmentationDataModule, ckpt_path: str) -> None:
-    model_classes = module.class_names
-    data_classes = list(datamodule.class_names)
-    if len(model_classes) != len(data_classes):
-        raise ValueError(
-            f"{ckpt_path}: the model predicts {len(model_classes)} classes {model_classes}, but "
-            f"{type(datamodule).__name__} has {len(data_classes)}: {data_classes}. Evaluate on data with the "
-            f"checkpoint's classes"
-        )
-    if model_classes != data_classes:
-        log.warning("the model's classes %s are the data's %s under other names; IoUs carry the model's names",
-                    model_classes, data_classes)
-
-
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """The metrics of the checkpoint `cfg.ckpt_path`, or of the ONNX export `cfg.onnx_path` (run by
-    onnxruntime on the CPU), on the split `cfg.data.split` of `cfg.data`, written to
-    `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
-    `register_checkpoint_data(ckpt_path)` for a checkpoint."""
-    if cfg.tta not in TTA_MODES:
-        raise ValueError(f"tta={cfg.tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
-    if cfg.tta is not None and cfg.onnx_path is not None:
-        raise ValueError(f"tta={cfg.tta}: segkit.eval applies test-time augmentation to checkpoints only; "
-                         f"onnx_path={cfg.onnx_path} is scored as exported")
-    datamodule = instantiate(cfg.data)
-    if cfg.onnx_path is not None:
-        if cfg.trainer.accelerator not in ("auto", "cpu"):
-            raise ValueError(f"trainer.accelerator={cfg.trainer.accelerator}: onnx_path=... runs on onnxruntime's CPU "
-                             f"provider")
-        source = {"onnx": str(cfg.onnx_path)}
-        module = onnx_module(cfg.onnx_path, datamodule.ignore_index)
-        trainer = instantiate(cfg.trainer, accelerator="cpu", precision="32-true")
-    else:
-        source = {"checkpoint": str(cfg.ckpt_path)}
-        module = load_module(cfg.ckpt_path, cfg.trusted_targets)
-        module.test_time_augmentation = cfg.tta
-        precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
-        trainer = instantiate(cfg.trainer, precision=precision)
-    _check_classes(module, datamodule, next(iter(source.values())))
-    # The normalisation of training: the data config's own, or else the network's.
-    datamodule.use_normalisation_of(module.net)
-    # Lightning's test loop reads the datamodule's `split`; its results are renamed after that split.
-    results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    split = datamodule.split
-    output_dir = Path(cfg.paths.output_dir)
-    metrics = {
-        **split_metrics(results, module.class_names, "test", split),
-        "split": split,
-        "samples": len(datamodule.test_set),
-        "data": type(datamodule).__name__,
-        **source,
-        "tta": cfg.tta,
-        "output_dir": str(output_dir),
-    }
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path = output_dir / "metrics.json"
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"segkit eval: {next(iter(source.values()))} on {metrics['data']}, split {split} "
-              f"({metrics['samples']} samples)\n"
-              f"  {format_metrics(metrics, split)}\n"
-              f"  metrics: {metrics_path}")
-    return metrics
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

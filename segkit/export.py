@@ -15,11 +15,11 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from segkit.config import CONFIG_DIR
+from segkit.config import CONFIG_PATH
 from segkit.deploy import export
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
     report = export(cfg.ckpt_path, cfg.output, cfg.format, cfg.precision, cfg.calibration, cfg.calibration_images,
                     cfg.data_root, tuple(cfg.example_size), cfg.check, cfg.exporter,

@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
-from segkit.checkpoints import read_trusted_checkpoint
+from segkit.checkpoints import CONFIG_KEY, read_trusted_checkpoint, require_training_config
 from segkit.losses import SegmentationLoss
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
@@ -110,12 +110,12 @@ class SegmentationModule(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Each stage's mean loss over the epoch, weighted by batch size. In tensors, not `self.log` per batch:
-        # that costs about 1 ms a call on a CPU, 1% of a small model's training step. NaN stays in the mean.
+        # a call per batch is a visible share of a small model's training step. NaN stays in the mean.
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
-        # The resolved config of the training run, a plain dict that `segkit.train.build` sets; checkpoints
-        # carry it as "segkit_config", so segkit.eval and segkit.predict know the data and its preprocessing.
+        # The resolved config of the training run, a plain dict that `segkit.run.build` sets; checkpoints
+        # carry it under `CONFIG_KEY`, so segkit.eval and segkit.predict know the data and its preprocessing.
         self.segkit_config: dict[str, Any] | None = None
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
@@ -180,9 +180,16 @@ class SegmentationModule(L.LightningModule):
         # (trainer.log_every_n_steps), the only ones where logging it has an effect on the loggers.
         # sync_dist: under DDP it is the mean over every process's batch, not rank 0's alone; a step value
         # is reduced here, as it is logged, on every process alike.
-        if self.trainer._logger_connector.should_update_logs or self.trainer.fast_dev_run:
+        if self._loggers_write_this_step():
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
+
+    def _loggers_write_this_step(self) -> bool:
+        """Whether the loggers write the values of this training step: every `log_every_n_steps`-th
+        optimizer step, the last one, and every step of a fast_dev_run."""
+        trainer = self.trainer
+        return ((trainer.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
+                or bool(trainer.fast_dev_run))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # The predictions reach callbacks' on_validation_batch_end (the dashboard draws some).
@@ -235,12 +242,12 @@ class SegmentationModule(L.LightningModule):
         # The checkpoint holds every weight: rebuilding it must not fetch the pretrained init again.
         checkpoint["hyper_parameters"]["pretrained"] = False
         if self.segkit_config is not None:
-            checkpoint["segkit_config"] = self.segkit_config
+            checkpoint[CONFIG_KEY] = self.segkit_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A resumed run keeps its own config (build set it); a module loaded on its own gets the checkpoint's.
         if self.segkit_config is None:
-            self.segkit_config = checkpoint.get("segkit_config")
+            self.segkit_config = checkpoint.get(CONFIG_KEY)
 
     def _parameter_groups(self, encoder_lr_factor: float, lr: float) -> list[dict[str, Any]]:
         """The encoder's parameters at `lr * encoder_lr_factor` (as fine-tuning recipes do), the rest at `lr`."""
@@ -272,3 +279,11 @@ class SegmentationModule(L.LightningModule):
         interval = "step" if isinstance(scheduler, BudgetSchedule) else "epoch"
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": interval}}
+
+
+def load_module(ckpt_path: str | Path, trusted_targets: Iterable[str] = ()) -> SegmentationModule:
+    """The trained module of a checkpoint, on the CPU, in eval mode, with `segkit_config` set; built only
+    from targets of segkit's and `trusted_targets` (`SegmentationModule.load_from_checkpoint`)."""
+    module = SegmentationModule.load_from_checkpoint(ckpt_path, map_location="cpu", trusted_targets=trusted_targets)
+    require_training_config(module.segkit_config, ckpt_path)
+    return module.eval()

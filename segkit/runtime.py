@@ -21,12 +21,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnxruntime
 from PIL import Image
 
+from segkit.extras import require
 from segkit.image_files import read_image, require_file
 from segkit.trust import overwritten_inputs
+
+if TYPE_CHECKING:  # imported where a session starts: reading and writing files needs no onnxruntime
+    import onnxruntime
 
 METADATA_PREFIX = "segkit."
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -114,6 +119,7 @@ def inference_session(path: str | Path, threads: int | None = None,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"onnx_path={path}: no such ONNX file")
+    onnxruntime = require("onnxruntime", "running an ONNX file")
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads

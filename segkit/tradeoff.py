@@ -4,7 +4,7 @@
     python -m segkit.tradeoff multirun/2026-12-02/14-00-00
 
 For every finished job of the sweep (its metrics.json): the metric (default val/miou) against GMACs per
-image and parameters (`segkit.summary.summarize` at the run's data.image_size) and CPU latency at batch 1,
+image and parameters (`segkit.models.summary.summarize` at the run's data.image_size) and CPU latency at batch 1,
 each network built from the run's config.yaml and timed in eval mode in this one process, in turns (one
 forward of each network per round), so a busy spell of a shared machine slows every model alike. The
 runs on the Pareto front of each cost (none is both cheaper and better) are marked. Writes
@@ -31,8 +31,8 @@ from matplotlib.figure import Figure  # a Figure of its own draws to files with 
 from torch import nn
 
 from segkit.models import without_pretrained_weights
-from segkit.summary import summarize
-from segkit.sweeps import summarize_sweep
+from segkit.models.summary import summarize
+from segkit.callbacks.sweep_summary import summarize_sweep
 from segkit.trust import untrusted_entries
 
 log = logging.getLogger(__name__)

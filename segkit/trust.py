@@ -59,24 +59,32 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.callbacks.EMAWeightAveraging",
     "lightning.pytorch.callbacks.EarlyStopping",
     "lightning.pytorch.callbacks.ModelCheckpoint",
-    "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.loggers.TensorBoardLogger",
+    "segkit.callbacks.EpochLog",
+    "segkit.callbacks.LastCheckpoint",
+    "segkit.callbacks.ModelSummary",
     "segkit.callbacks.RecomputeBatchNormStats",
     "segkit.callbacks.StopOnNonFinite",
+    "segkit.callbacks.TensorBoardFigures",
+    "segkit.callbacks.WandbDashboard",
     "segkit.checkpoints.AtomicCheckpointIO",
-    "segkit.dashboard.WandbDashboard",
-    "segkit.dashboard.wandb_logger",
     "segkit.distributed.HydraDDPStrategy",
-    "segkit.resume.LastCheckpoint",
-    "segkit.resume.ResumableCSVLogger",
+    "segkit.loggers.ResumableCSVLogger",
+    "segkit.loggers.wandb_logger",
 })
 
 # Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
 # checkpoints keep loading; segkit never builds them from a checkpoint.
 RETIRED_TARGETS = frozenset({
+    "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.loggers.CSVLogger",
     "segkit.callbacks.StopOnNonFiniteLoss",
+    # Moved into segkit.callbacks and segkit.loggers.
+    "segkit.dashboard.WandbDashboard",
+    "segkit.dashboard.wandb_logger",
+    "segkit.resume.LastCheckpoint",
+    "segkit.resume.ResumableCSVLogger",
 })
 
 # The files a ModelCheckpoint callback's state names, besides the keys of its `best_k_models`.

@@ -9,6 +9,7 @@ Unknown options of a group (`model=foo`, `data=foo`) are Hydra's to report: it l
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from numbers import Real
@@ -17,9 +18,8 @@ from typing import Any
 
 import albumentations as A
 import torch
-from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.checkpoints import (
@@ -33,9 +33,17 @@ from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import FileDataModule, SegmentationDataModule
 from segkit.data.files import check_on_bad_sample
 from segkit.losses import CLASS_WEIGHTINGS
+from segkit.extras import MissingExtraError, require
 from segkit.models import ENCODERS, without_pretrained_weights
 
 TRANSFORM_KEYS = ("train_transforms", "val_transforms")
+
+# Targets of conf/ that work only with an optional dependency (an extra of the segkit package) installed.
+TARGETS_NEEDING = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
+    "segkit.loggers.wandb_logger": "wandb",
+    "segkit.callbacks.WandbDashboard": "wandb",
+}
 
 
 class ConfigError(ValueError):
@@ -49,6 +57,12 @@ def validate(cfg: DictConfig) -> None:
     transform_keys = tuple(f"data.{key}[" for key in TRANSFORM_KEYS)
     located = {key: _locate_target(key, target, transform=key.startswith(transform_keys))
                for key, target in _targets(cfg)}
+    for key, target in _targets(cfg):
+        if target in TARGETS_NEEDING:
+            try:
+                require(TARGETS_NEEDING[target])
+            except MissingExtraError as error:
+                raise ConfigError(f"{key}={target}: {error}") from None
     data = cfg.get("data")
     if data is not None:
         _check_data(data, located.get("data._target_"))
@@ -105,11 +119,28 @@ def _transform_names() -> list[str]:
                   if isinstance(value, type) and issubclass(value, A.BasicTransform) and not name.startswith("_"))
 
 
+class _DropRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def _import_object(target: str) -> Any:
+    """`hydra.utils.get_object(target)` (what `instantiate` imports `_target_` with), without the error line it
+    logs when the import fails: the caller raises a `ConfigError` that names the key instead."""
+    hydra_log = logging.getLogger("hydra.utils")
+    quiet = _DropRecords()
+    hydra_log.addFilter(quiet)
+    try:
+        return get_object(target)
+    finally:
+        hydra_log.removeFilter(quiet)
+
+
 def _locate_target(key: str, target: Any, transform: bool) -> Any:
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{key}={target!r}: expected the dotted import path of a class or function")
     try:
-        found = _locate(target)
+        found = _import_object(target)
     except ImportError as error:
         module, _, name = target.rpartition(".")
         candidates = _transform_names() if transform else _public_names(module)
@@ -128,7 +159,7 @@ def _locate_target(key: str, target: Any, transform: bool) -> Any:
 
 def _public_names(module: str) -> list[str]:
     try:
-        return [name for name in dir(_locate(module)) if not name.startswith("_")] if module else []
+        return [name for name in dir(_import_object(module)) if not name.startswith("_")] if module else []
     except ImportError:
         return []
 

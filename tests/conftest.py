@@ -12,6 +12,8 @@ from torchvision.models import MobileNet_V2_Weights, VGG16_BN_Weights, mobilenet
 
 from segkit.config import CONFIG_DIR
 
+from .official_layouts import VOC_SPLITS, write_voc
+
 # A run small enough for the fast suite: tiny images, a few batches, no progress bar or summary.
 TINY = [
     "data.image_size=[32,32]",
@@ -45,6 +47,13 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_train(*overrides, output_dir=tmp_path / "run", tiny=tiny)
 
     return _make
+
+
+@pytest.fixture
+def voc_root(tmp_path: Path) -> Path:
+    """A VOC 2012 layout of `VOC_SPLITS` in tmp_path."""
+    write_voc(tmp_path, VOC_SPLITS)
+    return tmp_path
 
 
 WEIGHTS = {"vgg": VGG16_BN_Weights.IMAGENET1K_V1, "mobilenetv2": MobileNet_V2_Weights.IMAGENET1K_V2}

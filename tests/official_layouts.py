@@ -19,6 +19,10 @@ from segkit.data.palettes import voc_palette
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# A small VOC layout: ids of both splits, in list order.
+VOC_SPLITS = {"train": ["2007_000032", "2007_000039", "2008_000002"], "val": ["2007_000033", "2009_000001"]}
+
+
 def require_shared_pets() -> Path:
     """The shared data root; skips the test where the sample is absent, fails on CI where it must be."""
     if not (SHARED_DATA / "oxford-iiit-pet").is_dir():

@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -11,19 +12,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from segkit.bench import (
-    bench,
-    bench_config,
-    flop_utilisation,
-    model_names,
-    peak_tflops,
-    plain_loop,
-    resolve_device,
-    row_config,
-    timed_fit,
-    training_parts,
-)
-from segkit.summary import summarize
+from segkit.bench.hardware import flop_utilisation, peak_tflops, resolve_device
+from segkit.bench.measure import bench, bench_config, bench_models, row_config, timed_fit, training_parts
+from segkit.models.summary import summarize
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -166,9 +157,9 @@ def test_row_config_applies_model_option_and_bench_trainer(bench_cfg):
 
 
 def test_model_names_and_the_command_lines_model():
-    assert model_names(None) == ["dsc_segnet", "segnet", "segnet_mobilenetv2", "segnet_vgg16bn"]
+    assert bench_models(None) == ["dsc_segnet", "segnet", "segnet_mobilenetv2", "segnet_vgg16bn"]
     with pytest.raises(ValueError, match=r"bench.models: \['unet'\] have no config in .*model; valid: \['dsc_segnet'"):
-        model_names(["unet"])
+        bench_models(["unet"])
     assert bench_config([]).bench.models is None
     assert list(bench_config(["model=segnet"]).bench.models) == ["segnet"]
     assert list(bench_config(["model=segnet", "bench.models=[segnet,dsc_segnet]"]).bench.models) == [
@@ -238,7 +229,10 @@ def test_command_line_benches_the_chosen_model_and_prints_the_table(tmp_path):
 
 
 def test_plain_loop_script_prints_the_median_of_its_repeats(capsys, one_thread):
-    plain_loop.main([*TINY_BENCH, "model=dsc_segnet"])
+    spec = importlib.util.spec_from_file_location("plain_loop_script", REPO / "benchmarks" / "plain_loop.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main([*TINY_BENCH, "model=dsc_segnet"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("plain loop: dsc_segnet ") and "(batch 2, 32x32, cpu, median of 2: " in line
     rates = [float(rate) for rate in line.split("median of 2: ")[1].rstrip(")").split(", ")]

@@ -24,8 +24,8 @@ from segkit.config import to_plain
 from segkit.export import export
 from segkit.models.encoders.base import WeightsUnavailableError, pretrained_state_dict
 from segkit.module import SegmentationModule
-from segkit.predict import Predictor
-from segkit.train import train
+from segkit.prediction import Predictor
+from segkit.run import train
 from segkit.validate import ConfigError
 
 from .conftest import compose_train

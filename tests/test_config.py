@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from segkit.config import CONFIG_DIR
-from segkit.train import build
+from segkit.run import build
 
 # Hydra's own group is checked by the command-line tests, which run under Hydra.
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -53,3 +55,32 @@ def test_defaults_are_dsc_segnet_on_shapes_judged_by_val_miou(make_config):
 def test_experiments_are_global_packages():
     for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml")) + sorted((CONFIG_DIR / "debug").glob("*.yaml")):
         assert Path(path).read_text().startswith("# @package _global_"), path
+
+
+def test_lightnings_trainer_keys_need_no_plus(make_config):
+    cfg = make_config("trainer.fast_dev_run=true", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                      "trainer.overfit_batches=0", "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=1.0",
+                      "trainer.val_check_interval=0.5")
+    trainer = build(cfg).trainer
+    assert trainer.fast_dev_run == 1 and trainer.accumulate_grad_batches == 2 and trainer.gradient_clip_val == 1.0
+    defaults = make_config().trainer
+    assert (defaults.limit_train_batches, defaults.fast_dev_run, defaults.overfit_batches,
+            defaults.accumulate_grad_batches, defaults.gradient_clip_val) == (None, False, 0.0, 1, None)
+
+
+# A library user composing conf/ with Hydra: nothing of segkit imported but the config location.
+COMPOSE_PETS = """
+import sys
+from hydra import compose, initialize_config_dir
+from segkit.config import CONFIG_DIR
+with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    trimap = compose("summary", overrides=["data=pets"])
+    binary = compose("summary", overrides=["data=pets", "data.mode=binary"])
+print(trimap.data.num_classes, binary.data.num_classes, trimap.model.num_classes)
+"""
+
+
+def test_pets_num_classes_resolves_in_any_composition():
+    result = subprocess.run([sys.executable, "-c", COMPOSE_PETS], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["3", "2", "3"]

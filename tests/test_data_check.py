@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from segkit.data import PetsDataModule, VOCDataModule
-from segkit.data_check import check_dataset
+from segkit.data.check import check_dataset
 
 from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets, write_voc
 
@@ -86,7 +86,7 @@ def test_command_prints_the_report_and_exits_1_on_problems(tmp_path):
 
 
 def test_throughput_measures_loader_and_training_images_per_second(make_config):
-    from segkit.data_check import measure_throughput
+    from segkit.bench.loader import measure_throughput
 
     rates = measure_throughput(make_config("data.batch_size=4"), batches=3, warmup=1)
     assert rates["batch_size"] == 4 and rates["num_workers"] == 0

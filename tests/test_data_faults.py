@@ -13,7 +13,7 @@ import pytest
 from hydra.utils import instantiate
 
 from segkit.data import InvalidFileError, MissingFileError, PetsDataset, SegmentationFiles, VOCDataModule
-from segkit.train import train
+from segkit.run import train
 
 from .official_layouts import write_decompression_bomb, write_pets, write_voc
 

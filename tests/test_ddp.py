@@ -26,13 +26,13 @@ from segkit.config import CONFIG_DIR
 from segkit.distributed import (DISTRIBUTED_ENVIRON, CPUSyncBatchNorm, CPUSyncBatchNormPlugin, HydraDDPStrategy,
                                 HydraJobLauncher, child_command)
 from segkit.module import SegmentationModule
-from segkit.train import build, train
+from segkit.run import build, train
 
 REPO = Path(__file__).resolve().parent.parent
 # The command of issue 16, which hung at the end of the first epoch with the default callbacks, on tiny data. Not
 # TINY: it turns the progress bar and the model summary off, and the hang came from the progress bar.
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-       "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
+       "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
        "data.image_size=[32,32]", "data.num_train=32", "data.num_val=16", "data.batch_size=8",
        "trainer.log_every_n_steps=1"]
 # 32 images in batches of 8: 4 steps per epoch in one process, 2 in each of two.
@@ -124,7 +124,7 @@ def test_ddp_run_with_the_default_callbacks_trains_on_two_processes_into_one_run
     assert files_below(run_dir) == run_files(run_dir)
     assert result.stdout.count("segkit: dsc_segnet") == 1  # the summary, from rank 0 only
     # The callbacks that read metrics on rank 0 alone were on: the model summary and the rich progress bar.
-    assert "Trainable params" in result.stdout and "Validation ━" in result.stdout
+    assert "trainable parameters" in result.stdout and "Validation ━" in result.stdout
     resolved = (run_dir / "config.yaml").read_text()
     assert "sync_batchnorm: true" in resolved and "segkit.distributed.HydraDDPStrategy" in resolved
 
@@ -177,7 +177,7 @@ def test_ddp_multirun_gives_each_job_one_folder(tmp_path):
 def test_bf16_mixed_precision_trains_on_cpu(make_config):
     """One step: bfloat16 is emulated on CPUs without its instructions (the shared 2-core AVX2 machine took 392 s
     for TINY's 4 steps, 150 s for this)."""
-    cfg = make_config("trainer.precision=bf16-mixed", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1")
+    cfg = make_config("trainer.precision=bf16-mixed", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1")
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["val/loss"])) and 0.0 <= metrics["val/miou"] <= 1.0
     # Mixed precision keeps float32 weights; only the computation runs in bfloat16.

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import segkit.train
+import segkit.run
 from segkit.checkpoints import CheckpointError, read_checkpoint
 from segkit.distill import Distillation, build_distillation, distillation_kl
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import compose_train
 
@@ -84,8 +84,8 @@ def test_a_distilled_run_leaves_the_teacher_unchanged_and_out_of_the_checkpoint(
                                                                                monkeypatch):
     teacher_state = read_checkpoint(teacher_checkpoint)["state_dict"]
     runs = []
-    build = segkit.train.build
-    monkeypatch.setattr(segkit.train, "build", lambda cfg: runs.append(build(cfg)) or runs[-1])
+    build = segkit.run.build
+    monkeypatch.setattr(segkit.run, "build", lambda cfg: runs.append(build(cfg)) or runs[-1])
     cfg = compose_train(f"distill.teacher={teacher_checkpoint}", "distill.temperature=2.0", "distill.weight=0.7",
                         output_dir=tmp_path / "student")
 

@@ -12,18 +12,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 import segkit.eval
-from segkit.checkpoint import load_module, read_training_config
+from segkit.checkpoints import read_training_config
+from segkit.module import load_module
 from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, MissingFileError, ShapesDataModule
 from segkit.data.io import read_mask_png
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import export
-from segkit.eval import check_overrides, evaluate, register_checkpoint_data
+from segkit.evaluation import check_overrides, evaluate, register_checkpoint_data
 from segkit.image_files import read_image
-from segkit.predict import Predictor, predict, window_starts
+from segkit.prediction import Predictor, predict, window_starts
 from segkit.runtime import OnnxSegmenter, list_images
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets
@@ -99,9 +100,15 @@ def test_a_checkpoint_without_training_config_is_refused_by_name(best, tmp_path)
 
 def test_eval_reproduces_the_val_metrics_training_reported(trained, best, tmp_path):
     _, reported = trained
-    metrics = evaluate(compose_eval(best, output_dir=tmp_path / "eval"))
+    metrics = evaluate(compose_eval(best, "show=2", output_dir=tmp_path / "eval"))
 
     assert metrics["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-6)
+    # The figures beside metrics.json (segkit.figures): the gallery has 2 rows of image | truth | prediction.
+    for name in ("confusion_matrix", "iou_per_class", "gallery"):
+        with Image.open(tmp_path / "eval" / f"{name}.png") as figure:
+            assert figure.format == "PNG" and figure.width > 300, name
+    with Image.open(tmp_path / "eval" / "gallery.png") as gallery:
+        assert gallery.height > gallery.width * 2 / 3 * 0.8  # two rows of three square panels, and the legend
     assert metrics["val/acc"] == pytest.approx(reported["val/acc"], abs=1e-6)
     assert metrics["val/loss"] == pytest.approx(reported["val/loss"], abs=1e-5)
     assert metrics["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-6)
@@ -151,6 +158,8 @@ def test_eval_command_line_writes_metrics_json(trained, best, tmp_path):
     assert f"val/miou {metrics['val/miou']:.4f}" in result.stdout
     assert f"metrics: {run_dir / 'metrics.json'}" in result.stdout
     assert (run_dir / ".hydra" / "overrides.yaml").exists() and (run_dir / "eval.log").exists()
+    assert f"val/miou {metrics['val/miou']:.4f}" in (run_dir / "eval.log").read_text()  # the printed result, logged
+    assert "figures: confusion_matrix.png, iou_per_class.png" in result.stdout
 
 
 def test_eval_refuses_overrides_of_the_model_naming_the_key(monkeypatch):
@@ -233,6 +242,8 @@ def test_predict_writes_palette_masks_and_overlays_at_each_input_size(best, tmp_
 
     stems = ["a_rgb", "b_rgba", "c_gray", "d_exif"]
     assert written == [tmp_path / "masks" / f"{stem}{suffix}.png" for stem in stems for suffix in ("", "_overlay")]
+    with Image.open(tmp_path / "masks" / "legend.png") as legend:  # the classes of the colours
+        assert legend.format == "PNG"
     sizes = {"a_rgb": (37, 53), "b_rgba": (200, 300), "c_gray": (45, 61), "d_exif": (40, 30)}
     for stem, input_path in zip(stems, sorted(photos.iterdir())):
         image = read_image(input_path)
@@ -446,3 +457,14 @@ def test_real_pets_predict_keeps_each_photos_size_and_eval_reads_its_test_list(b
     assert metrics["data"] == "PetsDataModule" and metrics["split"] == "test" and metrics["samples"] == 4
     assert 0.0 <= metrics["test/miou"] <= 1.0
     assert set(metrics["test/iou_per_class"]) == {"object", "background", "border"}  # the model's names
+
+
+def test_training_resize_tells_a_model_trained_on_resized_images_from_one_trained_on_crops():
+    from segkit.prediction import training_resize
+
+    resized = {"train_transforms": [{"_target_": "albumentations.Resize", "height": 128, "width": 96},
+                                    {"_target_": "albumentations.HorizontalFlip", "p": 0.5}]}
+    cropped = {"train_transforms": [{"_target_": "albumentations.RandomScale", "scale_limit": 0.5},
+                                    {"_target_": "albumentations.RandomCrop", "height": 512, "width": 512}]}
+    assert training_resize(resized) == (128, 96)
+    assert training_resize(cropped) is None and training_resize({"train_transforms": []}) is None

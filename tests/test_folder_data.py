@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.checkpoint import read_training_config
+from segkit.checkpoints import read_training_config
 from segkit.data import FolderDataModule, InvalidFileError, MissingFileError, PetsDataModule
 from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
-from segkit.data_check import check_dataset
-from segkit.predict import predict
-from segkit.train import train
+from segkit.data.check import check_dataset
+from segkit.prediction import predict
+from segkit.run import train
 from segkit.validate import ConfigError, validate
 
 from .folder_layouts import LAYOUTS, convert_pets

@@ -7,9 +7,10 @@ from PIL import Image
 
 from segkit.lr_find import lr_find
 from segkit.module import SegmentationModule
-from segkit.train import build, train
+from segkit.run import build, train
 
-FINDER = ["lr_finder.num_training=20", "lr_finder.min_lr=1e-5", "lr_finder.max_lr=0.5", "lr_finder.early_stop_threshold=null", "data.num_train=48"]
+FINDER = ["lr_finder.num_training=20", "lr_finder.min_lr=1e-5", "lr_finder.max_lr=0.5", "lr_finder.early_stop_threshold=null",
+          "lr_finder.skip_begin=3", "data.num_train=48"]
 
 
 def test_lr_find_writes_the_plot_and_the_curve_and_leaves_the_model_untouched(make_config):
@@ -28,6 +29,9 @@ def test_lr_find_writes_the_plot_and_the_curve_and_leaves_the_model_untouched(ma
     ratios = (torch.tensor(lrs[2:]) / torch.tensor(lrs[1:-1])).double()
     assert torch.allclose(ratios, torch.full_like(ratios, (0.5 / 1e-5) ** (1 / 20)), rtol=1e-4)
     assert written["suggested_lr"] in lrs
+    # The smoothed curve starts at the mean of the first steps' losses, not at half the first one (Lightning's).
+    assert written["smoothed_loss"][0] == pytest.approx(sum(written["loss"][:5]) / 5)
+    assert not (run_dir / "csv").exists()  # nothing is trained: no logger, no empty folder
     with Image.open(run_dir / "lr_find.png") as plot:
         assert plot.format == "PNG" and plot.width > 300 and plot.height > 200
 
@@ -36,9 +40,9 @@ def test_lr_finder_restores_the_weights_it_trained(make_config):
     cfg = make_config(*FINDER)
     run = build(cfg)
     before = {k: v.clone() for k, v in run.module.state_dict().items()}
-    from segkit.lr_find import find_lr
+    from segkit.lr_finder import find_lr
 
-    find_lr(run, cfg.lr_finder, Path(cfg.paths.output_dir))
+    find_lr(run.trainer, run.module, run.datamodule, cfg.lr_finder, Path(cfg.paths.output_dir))
     after = run.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert run.module.train_metrics["confmat"].confmat.sum() == 0  # the test's batches are not counted

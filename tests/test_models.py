@@ -9,7 +9,7 @@ from segkit.models import build_model, count_parameters
 from segkit.models.blocks import DepthwiseSeparableConv2d
 from segkit.models.encoders import Pool, get_encoder
 from segkit.models.segnet import max_unpool2d
-from segkit.summary import summarize
+from segkit.models.summary import summarize
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
@@ -159,3 +159,13 @@ def test_norm_and_activation_are_injectable():
     assert sum(isinstance(m, nn.GELU) for m in encoder.modules()) == 10
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in net.decoder.modules())
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 2, 16, 16)
+
+
+def test_build_model_by_the_name_of_its_config():
+    net = build_model(3, "dsc_segnet")
+    assert net.name == "dsc_segnet" and count_parameters(net) == 1_752_356
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    assert build_model(2, "dsc_segnet", upsample="bilinear").upsample == "bilinear"
+    with pytest.raises(ValueError, match="unknown model 'unet'; valid names: dsc_segnet, segnet, segnet_mobilenetv2, "
+                                         "segnet_vgg16bn"):
+        build_model(3, "unet")

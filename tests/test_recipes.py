@@ -17,7 +17,7 @@ from segkit.callbacks import RecomputeBatchNormStats
 from segkit.module import SegmentationModule
 from segkit.losses import SegmentationLoss, class_weights_from_counts, count_class_pixels, soft_dice_loss
 from segkit.schedules import BudgetSchedule, training_progress
-from segkit.train import build, train
+from segkit.run import build, train
 from segkit.validate import ConfigError, validate
 
 from .conftest import compose_train

@@ -10,8 +10,8 @@ import torch
 from omegaconf import open_dict
 
 from segkit.data.sampling import ResumableShuffle
-from segkit.resume import INTERRUPTED_EXIT_CODE
-from segkit.train import train
+from segkit.callbacks import INTERRUPTED_EXIT_CODE
+from segkit.run import train
 
 from .conftest import TINY
 

@@ -16,7 +16,7 @@ import pytest
 from hydra.utils import instantiate
 
 from segkit.module import SegmentationModule
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets

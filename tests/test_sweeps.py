@@ -9,7 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from segkit.config import CONFIG_DIR
-from segkit.sweeps import SUMMARY_FILE
+from segkit.callbacks.sweep_summary import SUMMARY_FILE
 
 from .conftest import TINY
 from .official_layouts import write_pets, write_sbd, write_voc

@@ -10,15 +10,16 @@ import pytest
 from hydra.utils import instantiate
 
 from segkit.module import SegmentationModule
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config):
+def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, caplog):
     cfg = make_config("trainer.max_epochs=2")
+    caplog.set_level("INFO", logger="segkit.callbacks.epoch_log")
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
 
@@ -36,6 +37,12 @@ def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config):
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     val_rows = [r for r in rows if r.get("val/miou")]
     assert len(val_rows) >= 2 and "val/iou_border" in rows[0] and "train/loss_step" in rows[0]
+    # The best checkpoint's final re-validation is no epoch: the curves end at the last one.
+    assert len(val_rows) == 2 and sorted({int(row["epoch"]) for row in rows}) == [0, 1]
+    # One log line per epoch, with the epoch's training and validation metrics (segkit.callbacks.EpochLog).
+    epoch_lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert f"val/miou {written['val/miou']:.4g}" in epoch_lines[1] and "train/loss_epoch" in epoch_lines[1]
     resolved = (run_dir / "config.yaml").read_text()
     assert "${" not in resolved and "dsc_segnet" in resolved
 
@@ -76,7 +83,7 @@ def test_command_line_run_with_overrides_writes_its_run_dir(tmp_path):
 # Both processes of the same-second tests name their folder as conf/hydra/default.yaml does, with the time stamp
 # they share; each trains one step at another lr, so a folder holding a mix of two runs shows.
 SAME_SECOND = "${new_folder:%s/2026-01-01_00-00-00}"
-QUICK = [*TINY, "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+QUICK = [*TINY, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
 
 
 def run_side_by_side(arguments: list[str], cwd: Path) -> None:

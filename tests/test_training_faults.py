@@ -10,7 +10,7 @@ import torch
 from segkit.callbacks import NonFiniteError
 from segkit.checkpoints import read_checkpoint
 from segkit.module import SegmentationModule
-from segkit.train import train
+from segkit.run import train
 
 from .conftest import compose_train
 

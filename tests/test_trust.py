@@ -14,13 +14,13 @@ import torch
 from omegaconf import OmegaConf
 
 import segkit.eval
-from segkit.checkpoint import load_module
+from segkit.module import load_module
 from segkit.checkpoints import CheckpointError, read_trusted_checkpoint
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.export import export
 from segkit.module import SegmentationModule
-from segkit.predict import Predictor
-from segkit.train import train
+from segkit.prediction import Predictor
+from segkit.run import train
 from segkit.trust import SEGKIT_TARGETS, untrusted_entries
 from segkit.validate import ConfigError
 
@@ -182,3 +182,9 @@ def test_checkpoints_of_earlier_versions_name_retired_targets_and_still_load():
     stored = {"segkit_config": {"callbacks": {"stop_on_non_finite_loss": {"_target_": "segkit.callbacks.StopOnNonFiniteLoss"}},
                                 "logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}}}
     assert untrusted_entries(stored) == []
+    # Before segkit.callbacks and segkit.loggers, the callbacks and loggers lived in segkit.resume and segkit.dashboard.
+    moved = {"callbacks": {"last_checkpoint": {"_target_": "segkit.resume.LastCheckpoint"},
+                           "wandb_dashboard": {"_target_": "segkit.dashboard.WandbDashboard"}},
+             "logger": {"csv": {"_target_": "segkit.resume.ResumableCSVLogger"},
+                        "wandb": {"_target_": "segkit.dashboard.wandb_logger"}}}
+    assert untrusted_entries({"segkit_config": moved}) == []

@@ -1,5 +1,6 @@
 """Bad configs fail when composed, before anything is built, naming the key, the value and what was expected."""
 
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
 from segkit.config import CONFIG_DIR
-from segkit.train import train
+from segkit.run import train
 from segkit.validate import ConfigError, validate
 
 from .conftest import TINY
@@ -132,15 +133,20 @@ def test_train_rejects_a_bad_config_before_building_or_writing_anything(make_con
     assert not Path(cfg.paths.output_dir).exists()
 
 
-def test_command_line_reports_the_config_error_and_exits_1(tmp_path):
+def test_command_line_reports_the_config_error_in_one_message_and_exits_1(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     result = subprocess.run(
         [sys.executable, "-m", "segkit.train", *TINY, "data.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 1
-    assert re.search(r"ConfigError: data.batch_size=0: expected an integer >= 1", result.stderr), result.stderr[-2000:]
+    # One message, not a traceback (segkit.logs.RunLog).
+    assert result.stderr.splitlines() == [
+        "segkit.train: error: data.batch_size=0: expected an integer >= 1",
+        f"  (traceback in {tmp_path / 'run' / 'train.log'}; HYDRA_FULL_ERROR=1 prints it here)",
+    ]
     assert not (tmp_path / "run" / "checkpoints").exists()
-    # The reason, with its traceback, is in the run's log file too, not only on the console.
+    # The reason, with its traceback, is in the run's log file.
     logged = (tmp_path / "run" / "train.log").read_text()
-    assert "training failed" in logged and "Traceback" in logged
-    assert "ConfigError: data.batch_size=0: expected an integer >= 1" in logged
+    assert "train failed" in logged and "Traceback" in logged
+    assert "segkit.validate.ConfigError: data.batch_size=0: expected an integer >= 1" in logged

@@ -1,12 +1,13 @@
-from segkit.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, PadCollate, SegmentationDataModule, ShapesDataModule
+from segkit.data.datamodule import PadCollate, SegmentationDataModule
 from segkit.data.files import FileDataModule, SegmentationFiles
 from segkit.data.folder import FolderDataModule
 from segkit.data.palettes import PETS_CLASS_NAMES, VOC_CLASS_NAMES
 from segkit.data.pets import PetsDataModule, PetsDataset
 from segkit.data.sbd import SBDDataModule, SBDDataset
-from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
+from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataModule, ShapesDataset
 from segkit.data.voc import VOCDataModule, VOCSegmentationDataset
 from segkit.data.voc_aug import VOCAugDataModule
+from segkit.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from segkit.image_files import DataError, InvalidFileError, MissingFileError
 
 __all__ = [

@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
+from segkit.data.palettes import VOC_COLORMAP
 from segkit.data.sampling import ResumableShuffle
-from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
-from segkit.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD
+from segkit.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 class TransformedDataset(Dataset):
@@ -132,7 +131,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         self.train_transforms = list(train_transforms)
         self.val_transforms = list(val_transforms)
-        # None until set: `segkit.train.build` then takes the model's (ImageNet statistics for
+        # None until set: `segkit.run.build` then takes the model's (ImageNet statistics for
         # pretrained encoders), so the normalisation travels with the weights.
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
@@ -247,30 +246,3 @@ def _resume_position(trainer: L.Trainer | None) -> tuple[int, int]:
     if batches.is_last_batch:
         return epoch + 1, 0
     return epoch, batches.current.completed
-
-
-class ShapesDataModule(SegmentationDataModule):
-    """Built-in synthetic data with Pets' three trimap classes; see `segkit.data.shapes`."""
-
-    class_names = SHAPES_CLASS_NAMES
-    colormap = TRIMAP_COLORMAP
-
-    def __init__(
-        self,
-        num_train: int = 1500,
-        num_val: int = 200,
-        image_size: Sequence[int] = (48, 48),
-        seed: int = 0,
-        border_width: int = 2,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.image_size = tuple(image_size)
-        self.split_sizes = {"train": num_train, "val": num_val}
-        self.seed = seed
-        self.border_width = border_width
-
-    def build_split(self, split: str) -> Dataset:
-        # Different seeds per split so validation images are never training images.
-        split_seed = self.seed * 2 + (split == "val")
-        return ShapesDataset(self.split_sizes[split], self.image_size, split_seed, border_width=self.border_width)

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from segkit.data.files import FileDataModule, LabelMap, SampleFiles, SegmentationFiles, pair_files
 from segkit.data.io import read_split_file
 from segkit.data.palettes import PETS_CLASS_NAMES, TRIMAP_COLORMAP
@@ -51,11 +49,6 @@ class PetsDataset(SegmentationFiles):
     def __init__(self, root: str | Path, split: str = "trainval", mode: str = "trimap", ignore_index: int = 255,
                  on_bad_sample: str = "error") -> None:
         super().__init__(pets_samples(Path(root), split), pets_label_map(mode, ignore_index), on_bad_sample)
-
-
-# conf/data/pets.yaml reads `num_classes: ${pets_num_classes:${.mode}}`, so `data.mode=binary` alone
-# also sets the model's number of outputs.
-OmegaConf.register_new_resolver("pets_num_classes", lambda mode: len(pets_class_names(mode)), replace=True)
 
 
 class PetsDataModule(FileDataModule):

@@ -16,6 +16,9 @@ import numpy as np
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from segkit.data.datamodule import SegmentationDataModule
+from segkit.data.palettes import TRIMAP_COLORMAP
+
 SHAPES_CLASS_NAMES = ("object", "background", "border")
 OBJECT, BACKGROUND, BORDER = range(3)
 
@@ -101,3 +104,30 @@ class ShapesDataset(Dataset):
             boundary += rng.uniform(0, 0.25) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
         distance = np.hypot(self._rows - centre_row, self._cols - centre_col)
         return distance <= radius * boundary
+
+
+class ShapesDataModule(SegmentationDataModule):
+    """Built-in synthetic data with Pets' three trimap classes; see `segkit.data.shapes`."""
+
+    class_names = SHAPES_CLASS_NAMES
+    colormap = TRIMAP_COLORMAP
+
+    def __init__(
+        self,
+        num_train: int = 1500,
+        num_val: int = 200,
+        image_size: Sequence[int] = (48, 48),
+        seed: int = 0,
+        border_width: int = 2,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.image_size = tuple(image_size)
+        self.split_sizes = {"train": num_train, "val": num_val}
+        self.seed = seed
+        self.border_width = border_width
+
+    def build_split(self, split: str) -> Dataset:
+        # Different seeds per split so validation images are never training images.
+        split_seed = self.seed * 2 + (split == "val")
+        return ShapesDataset(self.split_sizes[split], self.image_size, split_seed, border_width=self.border_width)

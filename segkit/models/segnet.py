@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkit.models.blocks import ActivationLayer, ConvNormAct, NormLayer, make_conv
-from segkit.models.encoders import Encoder, Pool
+from segkit.models.encoders.base import Encoder, Pool
 
 UPSAMPLING = ("unpool", "bilinear")
 

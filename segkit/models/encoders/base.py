@@ -29,10 +29,9 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-log = logging.getLogger(__name__)
+from segkit.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
 
 
 class Pool(NamedTuple):

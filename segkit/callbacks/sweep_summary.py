@@ -80,7 +80,7 @@ def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 class MultirunSummary(Callback):
-    """Hydra callback (conf/hydra/default.yaml): writes `<sweep dir>/multirun_summary.csv` when a
+    """Hydra callback (`hydra.callbacks.multirun_summary` in conf/train.yaml): writes `<sweep dir>/multirun_summary.csv` when a
     multirun ends, whichever sweeper or launcher ran it."""
 
     def __init__(self, metric: str, mode: str = "max") -> None:

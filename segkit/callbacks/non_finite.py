@@ -1,4 +1,4 @@
-"""segkit's Lightning callbacks (conf/callbacks/default.yaml)."""
+"""`StopOnNonFinite`: training stops, naming what and where, when anything it learns stops being finite."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.states import TrainerFn
-from torch.optim.swa_utils import update_bn
 
-from segkit.resume import last_checkpoint_path
+from segkit.callbacks.last_checkpoint import last_checkpoint_path
 
 USUAL_CAUSES = ("Usual causes: a learning rate too high (optimizer.lr), exploding gradients "
-                "(+trainer.gradient_clip_val=1.0), or bad data (python -m segkit.data_check data=...)")
+                "(trainer.gradient_clip_val=1.0), or bad data (python -m segkit.data_check data=...)")
 
 
 class NonFiniteError(RuntimeError):
@@ -86,26 +84,3 @@ class StopOnNonFinite(Callback):
         last = next((path for path in candidates if path and Path(path).is_file()), None)
         return (f"The last good checkpoint is {last}: resume from it with ckpt_path={last}" if last
                 else "No checkpoint was saved before it")
-
-
-class RecomputeBatchNormStats(Callback):
-    """Before each validation of a fit, recomputes every BatchNorm's running statistics with the current
-    weights over `num_batches` batches of training images ("precise BN", as detectron2 and pycls do).
-
-    Why: running statistics average the last ~10 steps, taken with older weights. While the weights still
-    move fast (the first epochs, a small dataset with few steps per epoch, a run cut short before its
-    learning rate decays) they lag so far that the eval-mode network predicts one class everywhere
-    while the same weights in train mode already segment. The images are the datamodule's fixed,
-    unaugmented calibration batches, so every process and a resumed run compute the same statistics.
-    """
-
-    def __init__(self, num_batches: int = 2) -> None:
-        if num_batches < 1:
-            raise ValueError(f"num_batches={num_batches}: expected at least 1 training batch")
-        self.num_batches = num_batches
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
-            return
-        batches = trainer.datamodule.calibration_dataloader(self.num_batches)
-        update_bn((images.to(pl_module.device) for images, _ in batches), pl_module)

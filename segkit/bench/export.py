@@ -15,9 +15,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from segkit.checkpoint import load_module
-from segkit.deploy import export, onnx_module, training_datamodule
-from segkit.module import SegmentationModule
+from segkit.checkpoints import training_datamodule
+from segkit.deploy import export
+from segkit.onnx_module import onnx_module
+from segkit.module import SegmentationModule, load_module
 from segkit.runtime import inference_session
 
 

@@ -1,10 +1,8 @@
 """`last.ckpt`: the latest state of a run, written at every epoch end and when SIGTERM (preemption,
-`kill`) or Ctrl+C stops training after the current batch; `ckpt_path=` resumes from it exactly. A run resumed
-into its own folder keeps the rows its CSV log had (`ResumableCSVLogger`)."""
+`kill`) or Ctrl+C stops training after the current batch; `ckpt_path=` resumes from it exactly."""
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import signal
@@ -14,9 +12,6 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -73,29 +68,3 @@ class LastCheckpoint(L.Callback):
 def last_checkpoint_path(trainer: L.Trainer) -> str | None:
     """The run's `last.ckpt`, once `LastCheckpoint` has written it."""
     return next((str(c.path) for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.path.exists()), None)
-
-
-class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSVLogger, except that the rows of an earlier run in the same folder (a run resumed with
-    `hydra.run.dir=<its folder>`) stay in `metrics.csv`, followed by the new ones: Lightning's deletes the file."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._writer_started = False
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._writer_started:
-            return super().experiment
-        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-        earlier_rows = []
-        if path.is_file():
-            with path.open(newline="") as file:
-                earlier_rows = list(csv.DictReader(file))
-        writer = super().experiment  # deletes metrics.csv
-        self._writer_started = True
-        if earlier_rows:
-            writer.metrics[:0] = earlier_rows
-            writer.save()  # back on disk at once, before any new row
-        return writer

@@ -1,29 +1,16 @@
-"""python -m segkit.bench: speed and memory of each model, and segkit's overhead against a plain loop.
-
-    python -m segkit.bench                                   # every model config, CPU or GPU
-    python -m segkit.bench model=dsc_segnet bench.image_size=[320,320] bench.batch_size=32
-    python -m segkit.bench bench.options=[default,compile,nchw]
-
-Per model (and per speed option of `bench.options`): parameters, MACs, training images/s through the
-real `SegmentationModule.training_step` and Lightning `Trainer.fit`, the same steps in the hand-written
-loop of `benchmarks/plain_loop.py` (same network, tensors, loss and optimizer, alternated with the
-Trainer's in this process) and their ratio, inference images/s and batch-1 latency, peak memory, and on
-a GPU the model FLOP utilisation. Then the configured data's train loader alone. Everything goes to
-bench.json and bench.md in the run directory.
-"""
+"""The bench's measurements: per model (and per speed option of `bench.options`) parameters, MACs, training
+images/s through the real `SegmentationModule.training_step` and Lightning `Trainer.fit`, the same steps in the
+plain loop (`segkit.bench.plain_loop`: same network, tensors, loss and optimizer, alternated with the Trainer's
+in this process) and their ratio, inference images/s and batch-1 latency, peak memory, and on a GPU the model
+FLOP utilisation; then the configured data's train loader alone. `bench` writes bench.json and bench.md."""
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import dataclasses
-import gc
-import importlib.util
 import itertools
+import dataclasses
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -33,56 +20,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
+from segkit.bench import plain_loop
+from segkit.bench.hardware import PeakMemory, device_name, flop_utilisation, peak_tflops, release_memory, resolve_device
+from segkit.bench.loader import measure_loader, synthetic_loader
+from segkit.bench.report import format_table, progress_line
 from segkit.config import CONFIG_DIR, to_plain
-from segkit.models import count_parameters, without_pretrained_weights
+from segkit.models import MODEL_CONFIG_DIR, count_parameters, model_names, without_pretrained_weights
+from segkit.models.summary import summarize
 from segkit.module import SegmentationModule
-from segkit.summary import summarize
-from segkit.train import build
+from segkit.run import build
 from segkit.validate import require_int
 
-MODEL_CONFIG_DIR = CONFIG_DIR / "model"
-
-
-def _load_plain_loop() -> Any:
-    """benchmarks/plain_loop.py, which lives beside conf/ in the project root (segkit is installed editable)."""
-    path = CONFIG_DIR.parent / "benchmarks" / "plain_loop.py"
-    spec = importlib.util.spec_from_file_location("plain_loop", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plain_loop = _load_plain_loop()
-
-# Two distinct batches, so consecutive steps see different tensors, as from a real loader.
-SYNTHETIC_BATCHES = 2
 
 # trainer.precision -> the autocast dtype the plain loop uses to match it.
 AUTOCAST_DTYPES = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}
-
-# Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (bf16 and TF32 tensor cores, FP32). Matched in this
-# order against torch.cuda.get_device_name(), so the more specific names come first.
-PEAK_TFLOPS = {
-    "H100 PCIe": (756.0, 378.0, 51.2),
-    "H100 NVL": (835.0, 418.0, 60.0),
-    "H200 NVL": (835.0, 418.0, 60.0),
-    "H100": (989.4, 494.7, 66.9),  # SXM
-    "H200": (989.4, 494.7, 66.9),  # SXM, GH200 too
-    "A100": (312.0, 156.0, 19.5),
-    "L40S": (362.0, 183.0, 91.6),
-    "L40": (181.0, 90.5, 90.5),
-    "L4": (121.0, 60.0, 30.3),
-}
 
 # Lightning's messages for a setup the bench chooses on purpose.
 EXPECTED_WARNINGS = (
@@ -99,30 +58,6 @@ class TrainingParts:
     loader: DataLoader
     device: torch.device
     autocast_dtype: torch.dtype | None
-
-
-class CyclingBatches(IterableDataset):
-    """`batches` over and over, without end: with `batch_size=None`, a DataLoader over it adds no
-    collation or copy, so both loops time their training steps, not the data."""
-
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return itertools.cycle(self.batches)
-
-
-def synthetic_loader(batch_size: int, image_size: list[int], num_classes: int, device: torch.device,
-                     memory_format: torch.memory_format = torch.contiguous_format, seed: int = 0) -> DataLoader:
-    """Seeded random images (N x 3 x H x W, standard normal: normalised pixels) and masks, already on
-    `device` in the network's memory format, batch after batch without end (take what you need)."""
-    generator = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(SYNTHETIC_BATCHES):
-        images = torch.randn(batch_size, 3, *image_size, generator=generator)
-        masks = torch.randint(0, num_classes, (batch_size, *image_size), generator=generator)
-        batches.append((images.to(device, memory_format=memory_format), masks.to(device)))
-    return DataLoader(CyclingBatches(batches), batch_size=None)
 
 
 class AlternatingPlainSteps(Callback):
@@ -165,109 +100,6 @@ class AlternatingPlainSteps(Callback):
             trainer.should_stop = True
 
 
-class PeakMemory:
-    """Peak memory of the code run inside it, above what was in use when it began, in MiB.
-
-    On a GPU: `torch.cuda.max_memory_allocated` (tensors only, not the allocator's cache). On a CPU:
-    the process's peak resident set (Linux `VmHWM`, reset through /proc/self/clear_refs) less its
-    resident set at the start, after returning freed heap to the system; None where /proc has neither.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss_peak"
-        self.baseline = 0
-        self.mib: float | None = None
-
-    def __enter__(self) -> PeakMemory:
-        _release_memory()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.baseline = torch.cuda.memory_allocated(self.device)
-        else:
-            self.baseline = _proc_status_bytes("VmRSS")
-            _reset_peak_rss()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = _proc_status_bytes("VmHWM")
-        if peak is not None and self.baseline is not None:
-            self.mib = (peak - self.baseline) / 2**20
-
-
-def _proc_status_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (Linux >= 4.0)
-    except OSError:
-        pass
-
-
-def _release_memory() -> None:
-    """Frees the last run's optimizer state (a Trainer's reference cycles hold it) and returns it to the
-    system, so that the peak is that of one run, not of every run's freed memory."""
-    gc.collect()
-    _return_freed_heap()
-
-
-def _return_freed_heap() -> None:
-    """glibc keeps freed memory mapped; give it back so the next baseline is what is really in use."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"bench.device={name!r}: expected auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("bench.device=cuda but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def peak_tflops(gpu_name: str, precision: str) -> float | None:
-    """The card's dense peak for the arithmetic the run uses: bf16 for bf16-mixed; TF32 for 32-bit
-    when cuDNN may use it for convolutions (torch's default), else FP32. None for an unknown card."""
-    for pattern, (bf16, tf32, fp32) in PEAK_TFLOPS.items():
-        if pattern in gpu_name:
-            if precision.startswith("bf16"):
-                return bf16
-            return tf32 if torch.backends.cudnn.allow_tf32 else fp32
-    return None
-
-
-def flop_utilisation(macs: int, images_per_s: float, peak: float, forward_passes: int) -> float:
-    """Achieved FLOP/s over the card's peak TFLOP/s: 2 FLOPs per MAC, `forward_passes` per image."""
-    return forward_passes * 2 * macs * images_per_s / (peak * 1e12)
-
-
 def autocast_dtype(precision: Any) -> torch.dtype | None:
     precision = str(precision)
     if precision not in AUTOCAST_DTYPES:
@@ -275,9 +107,9 @@ def autocast_dtype(precision: Any) -> torch.dtype | None:
     return AUTOCAST_DTYPES[precision]
 
 
-def model_names(models: list[str] | None) -> list[str]:
+def bench_models(models: list[str] | None) -> list[str]:
     """The requested model configs, checked; None: every config in conf/model/."""
-    available = sorted(path.stem for path in MODEL_CONFIG_DIR.glob("*.yaml"))
+    available = model_names()
     if models is None:
         return available
     unknown = [name for name in models if name not in available]
@@ -370,8 +202,8 @@ def inference_speed(parts: TrainingParts, warmup: int, steps: int, repeats: int)
 def overhead_ratio(timings: list[AlternatingPlainSteps]) -> float:
     """segkit's training images/s over the plain loop's: the median, over every timed pair of all repeats,
     of the plain step's seconds over those of the Trainer step before it. Neighbours in time see the same
-    machine, so a slow spell of this shared 2-core VM (steps up to 2x slower for seconds) cancels out,
-    where the sums of a repeat would charge it to whichever loop it hit more."""
+    machine, so a slow spell of a shared machine cancels out, where the sums of a repeat would charge it to
+    whichever loop it hit more."""
     pairs = [(segkit, plain) for t in timings for segkit, plain in zip(t.segkit_seconds, t.plain_seconds)]
     return statistics.median(plain / segkit for segkit, plain in pairs)
 
@@ -396,7 +228,7 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
     timings = []
     for _ in range(settings.repeats):
         timings.append(timed_fit(row, parts, plain))
-        _release_memory()
+        release_memory()
     segkit_rates = [plain_loop.images_per_s(t.batch_size, t.segkit_seconds) for t in timings]
     plain_rates = [plain_loop.images_per_s(t.batch_size, t.plain_seconds) for t in timings]
     train_rate = statistics.median(segkit_rates)
@@ -434,38 +266,6 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
             result.update(peak_tflops=peak, train_mfu=flop_utilisation(macs, train_rate, peak, forward_passes=3),
                           inference_mfu=flop_utilisation(macs, inference_rate, peak, forward_passes=1))
     return result
-
-
-def _endless(loader: DataLoader) -> Iterator[Any]:
-    """Batches of epoch after epoch (a small split has fewer batches than a measurement needs)."""
-    while True:
-        yield from loader
-
-
-def loader_images_per_s(dataloader: DataLoader, batches: int, warmup: int) -> float:
-    """Images per second of `dataloader` alone over `batches` batches, after `warmup` (worker start-up is
-    not throughput); its workers are stopped before returning."""
-    loader = _endless(dataloader)
-    for _ in range(warmup):
-        next(loader)
-    start, images = time.perf_counter(), 0
-    for _ in range(batches):
-        images += len(next(loader)[0])
-    rate = images / (time.perf_counter() - start)
-    loader.close()  # ends the epoch's iterator and, unless persistent, its workers
-    return rate
-
-
-def measure_loader(cfg: DictConfig, batches: int, warmup: int) -> dict[str, Any]:
-    """The configured data's train loader alone: real reading, augmentation and workers."""
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    rate = loader_images_per_s(datamodule.train_dataloader(), batches, warmup)
-    gc.collect()  # persistent workers end with their loader
-    return {"data": type(datamodule).__name__, "images_per_s": rate, "batch_size": datamodule.batch_size,
-            "image_size": to_plain(cfg.data.get("image_size")), "num_workers": datamodule.num_workers,
-            "pin_memory": datamodule.pin_memory, "persistent_workers": datamodule.persistent_workers,
-            "batches": batches}
 
 
 @contextmanager
@@ -515,12 +315,13 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     rows = []
     with _quiet_lightning(), _torch_threads(settings.threads):
         threads = torch.get_num_threads()
-        for model_name in model_names(to_plain(settings.models)):
+        for model_name in bench_models(to_plain(settings.models)):
             for option in settings.options:
                 row = bench_row(row_config(cfg, model_name, option, device), option, device)
-                print(_progress_line(row), flush=True)
+                print(progress_line(row), flush=True)
                 rows.append(row)
-        loader = measure_loader(cfg, settings.loader_batches, settings.warmup) if settings.loader_batches else None
+        loader = (measure_loader(instantiate(cfg.data), settings.loader_batches, settings.warmup)
+                  if settings.loader_batches else None)
     if loader is not None:
         # Images/s compare only on the same batches: the loader's size and batch are the data config's.
         same_batches = [row["train_images_per_s"] for row in rows
@@ -544,76 +345,35 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def _progress_line(row: dict[str, Any]) -> str:
-    return (f"{row['model']} [{row['option']}]: training {row['train_images_per_s']:.2f} images/s, plain loop "
-            f"{row['plain_train_images_per_s']:.2f}, ratio {row['overhead_ratio']:.3f}; inference "
-            f"{row['inference_images_per_s']:.2f} images/s, {row['latency_ms_batch1']:.1f} ms at batch 1")
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The rows as a markdown table, with the device and settings above it and the loader below."""
-    settings = result["settings"]
-    lines = [
-        f"{result['device']}, torch {result['torch']}, {result['torch_threads']} threads; batch "
-        f"{settings['batch_size']}, {'x'.join(map(str, settings['image_size']))}, median of {settings['repeats']} "
-        f"repeats of {settings['steps']} steps after {settings['warmup']} warm-up",
-        "",
-        "| model | option | params | GMACs/image | train images/s | plain loop images/s | segkit/plain "
-        "| inference images/s | train images/s per GMAC | inference images/s per GMAC | latency batch 1 (ms) "
-        "| peak memory (MiB) | train MFU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in result["rows"]:
-        mfu = "n/a" if row["train_mfu"] is None else f"{row['train_mfu']:.1%}"
-        lines.append(
-            f"| {row['model']} | {row['option']} | {row['params']:,} | {row['macs'] / 1e9:.2f} "
-            f"| {row['train_images_per_s']:.2f} | {row['plain_train_images_per_s']:.2f} | {row['overhead_ratio']:.3f} "
-            f"| {row['inference_images_per_s']:.2f} | {row['train_images_per_s_per_gmac']:.1f} "
-            f"| {row['inference_images_per_s_per_gmac']:.1f} | {row['latency_ms_batch1']:.1f} "
-            f"| {_number(row['peak_memory_mib'], 0)} | {mfu} |"
-        )
-    lines.append("")
-    if result["rows"]:
-        lines.append(f"segkit/plain training images/s: lowest {result['overhead_ratio_min']:.3f} "
-                     f"(peak memory: {result['rows'][0]['peak_memory_kind']})")
-    loader = result["loader"]
-    if loader is not None:
-        line = (f"train loader ({loader['data']}, batch {loader['batch_size']}, {loader['num_workers']} workers, "
-                f"pin_memory {loader['pin_memory']}, persistent_workers {loader['persistent_workers']}): "
-                f"{loader['images_per_s']:.1f} images/s")
-        if loader["over_fastest_training"] is not None:
-            line += f", {loader['over_fastest_training']:.1f}x the fastest training above"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def bench_config(overrides: list[str]) -> DictConfig:
     """conf/bench.yaml with command-line style overrides, composed outside a Hydra run (no run directory)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("bench", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path.cwd())  # no Hydra run folder to resolve; nothing is written there
-    _bench_chosen_model_only(cfg, overrides)
+    bench_chosen_model_only(cfg, overrides)
     return cfg
 
 
-def _bench_chosen_model_only(cfg: DictConfig, overrides: list[str]) -> None:
+def bench_chosen_model_only(cfg: DictConfig, overrides: list[str]) -> None:
     """`model=NAME` among the overrides benches that model alone, unless bench.models names models."""
     if cfg.bench.models is None and any(override.split("=", 1)[0] == "model" for override in overrides):
         cfg.bench.models = [cfg.model.name]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="bench")
-def main(cfg: DictConfig) -> None:
-    _bench_chosen_model_only(cfg, list(HydraConfig.get().overrides.task))
-    result = bench(cfg)
-    print(format_table(result))
-    print(f"bench: {Path(cfg.paths.output_dir) / 'bench.json'}, {Path(cfg.paths.output_dir) / 'bench.md'}")
-
-
-if __name__ == "__main__":
-    main()
+def plain_loop_rates(overrides: list[str]) -> tuple[DictConfig, torch.device, list[float]]:
+    """The plain loop alone on the bench config's first model (`overrides` as on the command line): its
+    training images/s in each of `bench.repeats` repeats (benchmarks/plain_loop.py prints them)."""
+    cfg = bench_config(overrides)
+    if cfg.bench.threads:
+        torch.set_num_threads(cfg.bench.threads)
+    device = resolve_device(cfg.bench.device)
+    parts = training_parts(row_config(cfg, cfg.model.name, "default", device), device)
+    rates = []
+    for _ in range(cfg.bench.repeats):
+        optimizer = parts.module.configure_optimizers()["optimizer"]  # the optimizer config, completed
+        batches = itertools.islice(parts.loader, cfg.bench.warmup + cfg.bench.steps)
+        rates.append(plain_loop.images_per_s(cfg.bench.batch_size, plain_loop.train_step_seconds(
+            parts.module.net, parts.module.criterion, optimizer, batches, cfg.bench.warmup, parts.device,
+            parts.autocast_dtype)))
+    return cfg, parts.device, rates

@@ -1,100 +1,25 @@
-"""The Weights & Biases dashboard of a run (`logger=wandb`).
-
-- `wandb_logger` builds Lightning's WandbLogger with segkit's defaults: in a Hydra multirun the runs of
-  one sweep share a group (the sweep folder's name) and each is named by its job's overrides; a run
-  resumed from a checkpoint that a wandb run wrote logs into that same wandb run.
-- `WandbDashboard`, a callback, logs each validation epoch a fixed panel of validation images (input |
-  truth | prediction, in the dataset's colours), the confusion matrix and a per-class IoU table, and
-  stores the wandb run id in every checkpoint. It does nothing without a WandbLogger, and only on rank 0.
-- `log_run_summary` puts values (parameters, MACs, the final metrics) in the run's summary.
-"""
+"""The Weights & Biases dashboard of a run (`logger=wandb`): `WandbDashboard`, a callback, logs each validation
+epoch a fixed panel of validation images (input | truth | prediction, in the dataset's colours), the confusion
+matrix and a per-class IoU table, and stores the wandb run id in every checkpoint. It does nothing without a
+WandbLogger, and only on rank 0. The logger itself: `segkit.loggers.wandb_logger`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.loggers import WandbLogger
 
-from segkit.checkpoints import read_checkpoint
 from segkit.data import SegmentationDataModule
-from segkit.data.palettes import ids_to_colours
+from segkit.loggers import RUN_ID_KEY
 from segkit.module import SegmentationModule
+from segkit.figures import draw_panel
 
 if TYPE_CHECKING:  # imported where used: wandb takes about a second to import, and CSV runs never need it
     import wandb
-
-# Where a checkpoint keeps the id of the wandb run that wrote it.
-RUN_ID_KEY = "wandb_run_id"
-
-
-def wandb_logger(
-    name: str | None = None,
-    group: str | None = None,
-    id: str | None = None,  # noqa: A002 - WandbLogger's and wandb.init's name for it
-    resume_from: str | None = None,
-    **kwargs: Any,
-) -> WandbLogger:
-    """Lightning's WandbLogger (`kwargs` are its arguments and wandb.init's). Unless given:
-
-    - `group` and `name`: in a Hydra multirun, the sweep folder's name and the job's overrides
-      (`hydra.job.override_dirname`); in a single run no group and wandb's own run name.
-    - `id`: the wandb run id stored in the checkpoint `resume_from` (the run's `ckpt_path`), so the
-      resumed training continues that run (WandbLogger resumes with `resume="allow"`).
-    """
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        hydra_cfg = HydraConfig.get()
-        group = group or Path(hydra_cfg.sweep.dir).name
-        name = name or hydra_cfg.job.override_dirname or None
-    if id is None and resume_from is not None:
-        id = run_id_in_checkpoint(resume_from)  # noqa: A001
-    return WandbLogger(name=name, group=group, id=id, **kwargs)
-
-
-def run_id_in_checkpoint(path: str | Path) -> str | None:
-    """The id of the wandb run that wrote the checkpoint at `path`, or None if none did or there is no such
-    file (Lightning's own `ckpt_path` values, such as "last", and its error for a missing file then apply)."""
-    if not Path(path).is_file():
-        return None
-    return read_checkpoint(path, mmap=True).get(RUN_ID_KEY)
-
-
-@rank_zero_only
-def log_run_summary(loggers: Sequence[Logger], values: Mapping[str, Any]) -> None:
-    """Puts `values` in the summary of every wandb run among `loggers` (the numbers a run table shows)."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(dict(values))
-
-
-def draw_panel(
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    predictions: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    colormap: np.ndarray,
-    ignore_index: int,
-) -> np.ndarray:
-    """One row per sample, input | truth | prediction: an (N * H) x (3 * W) x 3 uint8 image.
-
-    `images` are normalised N x 3 x H x W tensors (undone with `mean` and `std`, on the 0..1 scale);
-    `masks` and `predictions` N x H x W class ids, drawn in `colormap` (ignored pixels in VOC's border
-    colour).
-    """
-    pixels = images.detach().float().cpu().permute(0, 2, 3, 1) * torch.tensor(std) + torch.tensor(mean)
-    inputs = (pixels * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-    truths = ids_to_colours(masks.cpu().numpy(), colormap, ignore_index)
-    predicted = ids_to_colours(predictions.cpu().numpy(), colormap, ignore_index)
-    rows = np.concatenate([inputs, truths, predicted], axis=2)  # N x H x 3W x 3
-    return rows.reshape(-1, *rows.shape[2:])
 
 
 def confusion_matrix_chart(confmat: torch.Tensor, class_names: Sequence[str]) -> wandb.plot.CustomChart:

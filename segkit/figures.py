@@ -1,0 +1,206 @@
+"""Figures of a model's results, drawn with matplotlib: the confusion matrix, the IoU of each class and a gallery of
+image | truth | prediction with a legend of class colours (mmseg's `--show-dir`). segkit.eval saves them beside
+metrics.json; `TensorBoardFigures` sends them to TensorBoard after each validation of a fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning as L
+import numpy as np
+import torch
+
+from segkit.data.palettes import IGNORE_COLOUR, ids_to_colours
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from segkit.data import SegmentationDataModule
+    from segkit.module import SegmentationModule
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files and loggers only: no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix_figure(confmat: torch.Tensor | np.ndarray, class_names: Sequence[str]) -> Figure:
+    """The C x C matrix of pixel counts (rows truth), each row as fractions of that class's pixels (its recall on the
+    diagonal), the counts' share written in each cell."""
+    plt = _pyplot()
+    counts = np.asarray(confmat, dtype=np.float64)
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.6 * len(class_names)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of the true class's pixels")
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    if len(class_names) <= 25:  # beyond that the numbers no longer fit their cells
+        for row in ticks:
+            for column in ticks:
+                axes.text(column, row, f"{fractions[row, column]:.2f}", ha="center", va="center", fontsize=8,
+                          color="white" if fractions[row, column] > 0.5 else "black")
+    axes.set_title(f"Confusion matrix ({int(counts.sum()):,} pixels)")
+    figure.tight_layout()
+    return figure
+
+
+def iou_figure(iou_per_class: Mapping[str, float], miou: float, title: str = "IoU per class") -> Figure:
+    """A horizontal bar per class, its IoU written beside it, and the mean IoU as a dashed line."""
+    plt = _pyplot()
+    names = list(iou_per_class)
+    figure, axes = plt.subplots(figsize=(6, 1 + 0.35 * len(names)))
+    bars = axes.barh(names, [iou_per_class[name] for name in names], color="tab:blue")
+    axes.bar_label(bars, fmt="%.3f", padding=2, fontsize=8)
+    axes.axvline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
+    axes.set_xlim(0, 1.1)
+    axes.invert_yaxis()  # the first class on top
+    axes.set_xlabel("IoU")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def legend_handles(class_names: Sequence[str], colormap: np.ndarray, with_ignored: bool = True) -> list:
+    """One coloured patch per class (and the colour of ignored pixels), for a figure's legend."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=np.asarray(colour) / 255, label=name) for name, colour in zip(class_names, colormap)]
+    if with_ignored:
+        handles.append(Patch(color=np.asarray(IGNORE_COLOUR) / 255, label="ignored"))
+    return handles
+
+
+def gallery_figure(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    colormap: np.ndarray,
+    ignore_index: int,
+    titles: Sequence[str] | None = None,
+) -> Figure:
+    """One row per sample, image | truth | prediction (H x W x 3 uint8 images, H x W class ids), at each image's
+    own aspect ratio, column titles on top and a legend of the class colours below."""
+    plt = _pyplot()
+    rows = len(images)
+    height, width = images[0].shape[:2]
+    panel = 3.0
+    figure, axes = plt.subplots(rows, 3, figsize=(3 * panel, rows * panel * height / width + 0.8), squeeze=False)
+    for row, (image, truth, prediction) in enumerate(zip(images, truths, predictions)):
+        shown = (image, ids_to_colours(truth, colormap, ignore_index), ids_to_colours(prediction, colormap, ignore_index))
+        for column, picture in enumerate(shown):
+            axes[row, column].imshow(picture, interpolation="nearest")
+            axes[row, column].set_axis_off()
+        if titles:
+            axes[row, 0].set_title(titles[row], fontsize=7, loc="left")
+    for column, name in enumerate(("image", "truth", "prediction")):
+        axes[0, column].annotate(name, (0.5, 1.02 if not titles else 1.12), xycoords="axes fraction", ha="center",
+                                 va="bottom", fontsize=11, weight="bold")
+    figure.legend(handles=legend_handles(class_names, colormap), loc="lower center", ncol=min(len(class_names) + 1, 6),
+                  fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.6 / (rows * panel + 0.8) + 0.02, 1, 1))
+    return figure
+
+
+def legend_figure(class_names: Sequence[str], colormap: np.ndarray) -> Figure:
+    """The class colours of masks and overlays, alone (legend.png beside segkit.predict's masks)."""
+    plt = _pyplot()
+    figure = plt.figure(figsize=(2.5, 0.3 * len(class_names) + 0.4))
+    figure.legend(handles=legend_handles(class_names, colormap, with_ignored=False), loc="center", frameon=False)
+    return figure
+
+
+def close(figure: Figure) -> None:
+    """Frees a figure that was not saved (one handed to a logger)."""
+    _pyplot().close(figure)
+
+
+def save(figure: Figure, path: Path) -> Path:
+    """Writes `figure` as a PNG and frees it."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def denormalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """N x 3 x H x W normalised images as N x H x W x 3 uint8 (mean and std on the 0..1 scale)."""
+    pixels = images.detach().float().cpu().permute(0, 2, 3, 1) * torch.tensor(std) + torch.tensor(mean)
+    return (pixels * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def draw_panel(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    predictions: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    colormap: np.ndarray,
+    ignore_index: int,
+) -> np.ndarray:
+    """One row per sample, input | truth | prediction: an (N * H) x (3 * W) x 3 uint8 image.
+
+    `images` are normalised N x 3 x H x W tensors (undone with `mean` and `std`, on the 0..1 scale);
+    `masks` and `predictions` N x H x W class ids, drawn in `colormap` (ignored pixels in VOC's border
+    colour).
+    """
+    inputs = denormalise(images, mean, std)
+    truths = ids_to_colours(masks.cpu().numpy(), colormap, ignore_index)
+    predicted = ids_to_colours(predictions.cpu().numpy(), colormap, ignore_index)
+    rows = np.concatenate([inputs, truths, predicted], axis=2)  # N x H x 3W x 3
+    return rows.reshape(-1, *rows.shape[2:])
+
+
+def predicted_samples(module: L.LightningModule, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], count: int,
+                      mean: Sequence[float], std: Sequence[float]) -> tuple[list, list, list]:
+    """The first `count` samples of `batches` (normalised images, masks): images as uint8, masks and the module's
+    predicted class ids."""
+    images, truths, predictions = [], [], []
+    device = next(module.parameters(), torch.empty(0)).device
+    with torch.inference_mode():
+        for batch_images, batch_masks in batches:
+            logits = module(batch_images.to(device))
+            images += list(denormalise(batch_images, mean, std))
+            truths += list(batch_masks.cpu().numpy())
+            predictions += list(logits.argmax(1).cpu().numpy())
+            if len(images) >= count:
+                break
+    return images[:count], truths[:count], predictions[:count]
+
+
+def result_figures(confmat: torch.Tensor, iou_per_class: Mapping[str, float], miou: float,
+                   samples: tuple[list, list, list] | None, datamodule: SegmentationDataModule,
+                   class_names: Sequence[str]) -> dict[str, Figure]:
+    """The confusion matrix, IoU chart and (with `samples`) the gallery, by file stem."""
+    figures = {"confusion_matrix": confusion_matrix_figure(confmat, class_names),
+               "iou_per_class": iou_figure(iou_per_class, miou)}
+    if samples and samples[0]:
+        figures["gallery"] = gallery_figure(*samples, class_names, datamodule.colormap, datamodule.ignore_index)
+    return figures
+
+
+def write_evaluation_figures(module: SegmentationModule, datamodule: SegmentationDataModule, iou_per_class:
+                             Mapping[str, float], miou: float, show: int, output_dir: Path) -> list[Path]:
+    """segkit.eval's figures after its test loop: confusion_matrix.png, iou_per_class.png and, with `show` > 0, a
+    gallery.png of the split's first `show` samples."""
+    if show < 0:
+        raise ValueError(f"show={show}: expected the number of samples in gallery.png (0: none)")
+    samples = (predicted_samples(module, datamodule.test_dataloader(), show, *datamodule.normalisation)
+               if show else None)
+    figures = result_figures(module.confusion_matrices["test"].cpu(), iou_per_class, miou, samples, datamodule,
+                             module.class_names)
+    return [save(figure, output_dir / f"{name}.png") for name, figure in figures.items()]
