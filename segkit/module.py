@@ -3,6 +3,7 @@ to N x C x H x W logits. It knows no dataset: classes, ignore index and weights 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,13 +19,15 @@ from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
 from segkit.checkpoints import CONFIG_KEY, read_trusted_checkpoint, require_training_config
-from segkit.losses import SegmentationLoss
+from segkit.losses import CLASS_WEIGHTINGS, SegmentationLoss, class_weights_from_counts, count_class_pixels
 from segkit.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.models import without_pretrained_weights
 from segkit.schedules import BudgetSchedule, training_progress
 
 if TYPE_CHECKING:
     from segkit.distill import Distillation
+
+log = logging.getLogger(__name__)
 
 # segkit's epoch values are equal on every rank before they are logged (_log_epoch_metrics); Lightning cannot know
 # that, and its advice, sync_dist=True, is what made trainer=ddp deadlock.
@@ -78,7 +81,7 @@ class SegmentationModule(L.LightningModule):
         optimizer: PartialSpec,
         scheduler: PartialSpec | None = None,
         ignore_index: int = 255,
-        class_weights: Sequence[float] | None = None,
+        class_weights: Sequence[float] | str | None = None,
         label_smoothing: float = 0.0,
         dice_weight: float = 0.0,
         class_names: Sequence[str] | None = None,
@@ -96,14 +99,21 @@ class SegmentationModule(L.LightningModule):
         self.net.to(memory_format=self.memory_format)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names {list(class_names)} for num_classes={num_classes}")
-        if class_weights is not None and len(class_weights) != num_classes:
+        if isinstance(class_weights, str):
+            if class_weights not in CLASS_WEIGHTINGS:
+                raise ValueError(f"class_weights={class_weights!r}: expected a list of numbers, null or one of "
+                                 f"{list(CLASS_WEIGHTINGS)}")
+        elif class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for num_classes={num_classes}")
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         unknown = [name for name in micro_iou_classes or () if name not in self.class_names]
         if unknown:
             raise ValueError(f"micro_iou_classes {unknown} are not classes of the data; classes: {self.class_names}")
         self.micro_iou_classes = [self.class_names.index(name) for name in micro_iou_classes or ()]
-        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        # Weights computed from the data (a weighting's name) start at 1 and are set when fitting starts (on_fit_start);
+        # a checkpoint carries them in the loss's state.
+        weight = (torch.ones(num_classes) if isinstance(class_weights, str)
+                  else torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None)
         self.criterion = SegmentationLoss(weight, ignore_index, label_smoothing, dice_weight)
         metrics = segmentation_metrics(num_classes, ignore_index)
         self.train_metrics = metrics.clone(prefix="train/")
@@ -217,6 +227,22 @@ class SegmentationModule(L.LightningModule):
         miou = values.pop(f"{metrics.prefix}miou")
         self.log(f"{metrics.prefix}miou", miou, prog_bar=True)
         self.log_dict(values)
+
+    def weigh_classes_from(self, masks: Iterable[Any]) -> list[float]:
+        """Sets the loss's class weights by the weighting `class_weights` names, from the training `masks`
+        (class-id arrays); returns them."""
+        class_pixels, image_pixels = count_class_pixels(masks, len(self.class_names))
+        weights = class_weights_from_counts(self.hparams.class_weights, class_pixels, image_pixels, self.class_names)
+        self.criterion.weight.copy_(torch.tensor(weights))
+        log.info("loss.class_weights=%s from the training masks: %s", self.hparams.class_weights,
+                 dict(zip(self.class_names, weights)))
+        return weights
+
+    def on_fit_start(self) -> None:
+        # From the data, when fitting starts rather than when the module is built: building needs no data
+        # (summary, bench, config checks). The same on every rank; a resumed run computes the same weights.
+        if isinstance(self.hparams.class_weights, str):
+            self.weigh_classes_from(self.trainer.datamodule.training_masks())
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         for config in self.trainer.lr_scheduler_configs:

@@ -21,7 +21,6 @@ from segkit.distill import build_distillation
 from segkit.distributed import end_job
 from segkit.loggers import close_loggers, log_run_summary
 from segkit.logs import report
-from segkit.losses import class_weights_from_counts, count_class_pixels
 from segkit.lr_finder import find_lr
 from segkit.models import count_parameters
 from segkit.models.summary import summarize
@@ -46,18 +45,6 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in (group or {}).values() if node is not None]
 
 
-def class_weights(cfg: DictConfig, datamodule: SegmentationDataModule) -> list[float] | None:
-    """`loss.class_weights` as numbers: as given, or computed from the training masks (segkit.losses)."""
-    weights = cfg.loss.class_weights
-    if not isinstance(weights, str):
-        return to_plain(weights)
-    class_pixels, image_pixels = count_class_pixels(datamodule.training_masks(), cfg.data.num_classes)
-    weights = class_weights_from_counts(weights, class_pixels, image_pixels, datamodule.class_names)
-    log.info("loss.class_weights=%s from the training masks: %s", cfg.loss.class_weights,
-             dict(zip(datamodule.class_names, weights)))
-    return weights
-
-
 def build(cfg: DictConfig) -> Run:
     """Builds the datamodule, module and trainer that `cfg` describes, without training."""
     datamodule = instantiate(cfg.data)
@@ -69,7 +56,9 @@ def build(cfg: DictConfig) -> Run:
         optimizer=to_plain(cfg.optimizer),
         scheduler=to_plain(cfg.get("scheduler")),
         ignore_index=cfg.data.ignore_index,
-        class_weights=class_weights(cfg, datamodule),
+        # A list of numbers, or the name of a weighting the module computes from the training masks.
+        class_weights=cfg.loss.class_weights if isinstance(cfg.loss.class_weights, str)
+        else to_plain(cfg.loss.class_weights),
         label_smoothing=cfg.loss.label_smoothing,
         dice_weight=cfg.loss.dice_weight,
         class_names=list(datamodule.class_names),

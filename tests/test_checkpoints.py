@@ -154,6 +154,7 @@ def test_full_disk_under_torchs_zip_writer_is_reported_as_no_space(small_disk, t
     assert path.read_bytes() == before and [p.name for p in folder.iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.slow  # two training runs, one stopped by a full disk: about a minute
 def test_disk_full_during_training_stops_the_run_and_keeps_the_last_checkpoint(make_config, monkeypatch):
     cfg = make_config("trainer.max_epochs=2")
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"

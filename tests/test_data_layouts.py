@@ -114,7 +114,9 @@ def test_real_pets_datamodule_loads_a_batch(make_config):
     datamodule.setup("fit")
     assert len(datamodule.train_set) == 32 and len(datamodule.val_set) == 16  # TINY's num_train, num_val
     images, masks = next(iter(datamodule.train_dataloader()))
-    assert images.shape == (4, 3, 32, 32) and masks.dtype == torch.int64
+    crop = cfg.data.train_transforms[1]  # the recipe trains on random crops of a fixed size
+    assert crop._target_ == "albumentations.RandomResizedCrop"
+    assert images.shape == (4, 3, *crop.size) and masks.dtype == torch.int64
     assert set(masks.unique().tolist()) <= {0, 1, 2}
     images, masks = next(iter(datamodule.val_dataloader()))
     assert images.shape == (4, 3, 32, 32)

@@ -87,6 +87,7 @@ def test_child_processes_rerun_the_multirun_job_as_a_single_run_in_its_folder(tm
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "sweep" / "1")
         cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.job.name = "train"  # what `python -m segkit.train` names the job
         # As `--config-dir /extra` leaves it.
         cfg.hydra.runtime.config_sources.append(ConfigSourceInfo(path="/extra", schema="file", provider="command-line"))
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "trainer=ddp", "optimizer.lr=1e-3,2e-3"])

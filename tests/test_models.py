@@ -165,7 +165,7 @@ def test_build_model_by_the_name_of_its_config():
     net = build_model(3, "dsc_segnet")
     assert net.name == "dsc_segnet" and count_parameters(net) == 1_752_356
     assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
-    assert build_model(2, "dsc_segnet", upsample="bilinear").upsample == "bilinear"
+    assert build_model(2, "dsc_segnet", upsample="bilinear").decoder.upsample == "bilinear"
     with pytest.raises(ValueError, match="unknown model 'unet'; valid names: dsc_segnet, segnet, segnet_mobilenetv2, "
                                          "segnet_vgg16bn"):
         build_model(3, "unet")

@@ -21,6 +21,7 @@ def test_pareto_front_keeps_the_points_nothing_beats():
     assert pareto_front([1.0], [0.1]) == [True]
 
 
+@pytest.mark.slow  # a three-job multirun: about half a minute
 def test_a_model_multirun_gives_a_table_and_plot_with_the_pareto_front(tmp_path, capsys):
     sweep_dir, _ = multirun(tmp_path, "model=dsc_segnet,segnet,segnet_mobilenetv2", "data.num_train=16",
                             "data.num_val=8")
