@@ -60,4 +60,12 @@ def use_system_defaults() -> None:
     if libc is not None:
         libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
         libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    return_freed_memory()
+
+
+def return_freed_memory() -> None:
+    """Gives the memory glibc keeps after frees back to the system (so that a memory baseline is what is really
+    in use); nothing outside glibc."""
+    libc = _glibc()
+    if libc is not None:
         libc.malloc_trim(0)

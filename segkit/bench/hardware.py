@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import platform
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from segkit.allocator import return_freed_memory
 
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (bf16 and TF32 tensor cores, FP32). Matched in this
@@ -81,15 +82,7 @@ def release_memory() -> None:
     """Frees the last run's optimizer state (a Trainer's reference cycles hold it) and returns it to the
     system, so that the peak is that of one run, not of every run's freed memory."""
     gc.collect()
-    _return_freed_heap()
-
-
-def _return_freed_heap() -> None:
-    """glibc keeps freed memory mapped; give it back so the next baseline is what is really in use."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    return_freed_memory()
 
 
 def resolve_device(name: str) -> torch.device:
