@@ -5,13 +5,13 @@ metrics.json; `TensorBoardFigures` sends them to TensorBoard after each validati
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from segkit.data.palettes import IGNORE_COLOUR, ids_to_colours
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from segkit.data import SegmentationDataModule
+    from segkit.data.datamodule import PadCollate, TransformedDataset
     from segkit.module import SegmentationModule
 
 
@@ -74,13 +75,14 @@ def iou_figure(iou_per_class: Mapping[str, float], miou: float, title: str = "Io
 
 
 def legend_handles(class_names: Sequence[str], colormap: np.ndarray, with_ignored: bool = True) -> list:
-    """One coloured patch per class (and the colour of ignored pixels), for a figure's legend."""
+    """One coloured patch per class (and the colour of ignored pixels), for a figure's legend. Patches are outlined
+    in grey: a white class (Pets' border) would otherwise vanish on the white page."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=np.asarray(colour) / 255, label=name) for name, colour in zip(class_names, colormap)]
-    if with_ignored:
-        handles.append(Patch(color=np.asarray(IGNORE_COLOUR) / 255, label="ignored"))
-    return handles
+    colours = [*colormap[: len(class_names)], *([IGNORE_COLOUR] if with_ignored else [])]
+    labels = [*class_names, *(["ignored"] if with_ignored else [])]
+    return [Patch(facecolor=np.asarray(colour) / 255, edgecolor="0.5", label=label)
+            for label, colour in zip(labels, colours)]
 
 
 def gallery_figure(
@@ -165,21 +167,32 @@ def draw_panel(
     return rows.reshape(-1, *rows.shape[2:])
 
 
-def predicted_samples(module: L.LightningModule, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], count: int,
-                      mean: Sequence[float], std: Sequence[float]) -> tuple[list, list, list]:
-    """The first `count` samples of `batches` (normalised images, masks): images as uint8, masks and the module's
-    predicted class ids."""
+def stored_samples_with_predictions(module: SegmentationModule, dataset: TransformedDataset, collate: PadCollate,
+                                    count: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The first `count` samples of `dataset` as its reader stores them (H x W x 3 uint8 images, H x W class ids),
+    each with the module's predicted class ids at that size. The network sees each sample through the dataset's own
+    pipeline, as the loop it pictures does, and its logits are resized back to the stored size (bilinear, as
+    segkit.predict does): pictures show images at their own size and aspect ratio, not as the network was fed.
+    With `module.test_time_augmentation == "flip"` the prediction is the flip-averaged one that segkit.eval scores."""
     images, truths, predictions = [], [], []
     device = next(module.parameters(), torch.empty(0)).device
+    was_training = module.training
+    module.eval()
     with torch.inference_mode():
-        for batch_images, batch_masks in batches:
-            logits = module(batch_images.to(device))
-            images += list(denormalise(batch_images, mean, std))
-            truths += list(batch_masks.cpu().numpy())
-            predictions += list(logits.argmax(1).cpu().numpy())
-            if len(images) >= count:
-                break
-    return images[:count], truths[:count], predictions[:count]
+        for index in range(min(count, len(dataset))):
+            image, truth = dataset.samples[index]
+            fed = dataset.pipeline(image=image, mask=truth)
+            batch, _ = collate([(fed["image"], fed["mask"].long())])
+            batch = batch.to(device)
+            logits = (module.flip_averaged_log_probabilities(batch) if module.test_time_augmentation == "flip"
+                      else module(batch))
+            logits = logits[..., : fed["image"].shape[-2], : fed["image"].shape[-1]].float()
+            logits = F.interpolate(logits, size=truth.shape[:2], mode="bilinear", align_corners=False)
+            images.append(image)
+            truths.append(truth)
+            predictions.append(logits.argmax(1)[0].to(torch.uint8).cpu().numpy())
+    module.train(was_training)
+    return images, truths, predictions
 
 
 def result_figures(confmat: torch.Tensor, iou_per_class: Mapping[str, float], miou: float,
@@ -199,7 +212,7 @@ def write_evaluation_figures(module: SegmentationModule, datamodule: Segmentatio
     gallery.png of the split's first `show` samples."""
     if show < 0:
         raise ValueError(f"show={show}: expected the number of samples in gallery.png (0: none)")
-    samples = (predicted_samples(module, datamodule.test_dataloader(), show, *datamodule.normalisation)
+    samples = (stored_samples_with_predictions(module, datamodule.test_set, datamodule.val_collate, show)
                if show else None)
     figures = result_figures(module.confusion_matrices["test"].cpu(), iou_per_class, miou, samples, datamodule,
                              module.class_names)

@@ -32,8 +32,8 @@ from segkit.checkpoints import (
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data import FileDataModule, SegmentationDataModule
 from segkit.data.files import check_on_bad_sample
-from segkit.losses import CLASS_WEIGHTINGS
 from segkit.extras import MissingExtraError, require
+from segkit.losses import CLASS_WEIGHTINGS
 from segkit.models import ENCODERS, without_pretrained_weights
 
 TRANSFORM_KEYS = ("train_transforms", "val_transforms")
@@ -114,9 +114,13 @@ def _targets(cfg: DictConfig) -> Iterator[tuple[str, str]]:
     yield from walk(OmegaConf.to_container(cfg, resolve=False), "")
 
 
+# What a pipeline step may be: a transform, or a composition of transforms (OneOf, SomeOf, Sequential).
+PIPELINE_STEPS = (A.BasicTransform, A.BaseCompose)
+
+
 def _transform_names() -> list[str]:
     return sorted(name for name, value in vars(A).items()
-                  if isinstance(value, type) and issubclass(value, A.BasicTransform) and not name.startswith("_"))
+                  if isinstance(value, type) and issubclass(value, PIPELINE_STEPS) and not name.startswith("_"))
 
 
 class _DropRecords(logging.Filter):
@@ -152,8 +156,9 @@ def _locate_target(key: str, target: Any, transform: bool) -> Any:
         else:
             hint = " ".join(str(error).split())
         raise ConfigError(f"{key}={target}: cannot be imported; {hint}") from None
-    if transform and not (isinstance(found, type) and issubclass(found, A.BasicTransform)):
-        raise ConfigError(f"{key}={target}: expected an albumentations transform (a subclass of A.BasicTransform)")
+    if transform and not (isinstance(found, type) and issubclass(found, PIPELINE_STEPS)):
+        raise ConfigError(f"{key}={target}: expected an albumentations transform or composition (a subclass of "
+                          f"A.BasicTransform or A.BaseCompose)")
     return found
 
 

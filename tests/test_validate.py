@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
 
 from segkit.config import CONFIG_DIR
 from segkit.run import train
@@ -63,6 +65,9 @@ BAD_CONFIGS = {
                           r"transforms: .*HorizontalFlip, .*RandomCrop, .*VerticalFlip"),
     "not a transform": (["data.train_transforms.1._target_=torch.nn.Identity"],
                         r"data.train_transforms\[1\]._target_=torch.nn.Identity: expected an albumentations transform"),
+    "unknown transform in a composition": (
+        ["data.train_transforms=[{_target_: albumentations.OneOf, transforms: [{_target_: albumentations.Flop}]}]"],
+        r"data.train_transforms\[0\].transforms\[0\]._target_=albumentations.Flop: cannot be imported"),
     "class count": (["data.num_classes=4"],
                     r"data.num_classes=4: ShapesDataModule has 3 classes \['object', 'background', 'border'\]; "
                     r"expected data.num_classes=3"),
@@ -111,6 +116,18 @@ def test_bad_value_names_key_value_and_expectation(make_config, tmp_path, overri
     with pytest.raises(ConfigError, match=expected):
         validate(cfg)
     assert time.perf_counter() - started < 2.0  # a check, not a run
+
+
+def test_compositions_of_transforms_are_pipeline_steps(make_config):
+    # albumentations' OneOf, SomeOf and Sequential compose transforms; they are steps of a pipeline as transforms are.
+    cfg = make_config("data.train_transforms=[{_target_: albumentations.OneOf, p: 1.0, transforms: ["
+                      "{_target_: albumentations.HorizontalFlip, p: 1.0}, {_target_: albumentations.VerticalFlip, p: 1.0}]}]")
+    validate(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    image, _ = datamodule.train_set.samples[0]
+    flipped = datamodule.train_set[0][0].permute(1, 2, 0).numpy() * 0.25 + 0.5  # shapes' mean 0.5, std 0.25
+    assert any(np.abs(flipped * 255 - mirror).max() <= 1.0 for mirror in (image[:, ::-1], image[::-1]))
 
 
 def test_missing_data_root_names_it_unless_downloading(make_config, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,16 +15,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
 
+from segkit.callbacks.wandb_dashboard import examples_table
 from segkit.config import CONFIG_DIR
+from segkit.data.palettes import TRIMAP_COLORMAP, ids_to_colours
 from segkit.loggers import RUN_ID_KEY, run_id_in_checkpoint, wandb_logger
-from segkit.figures import draw_panel
-from segkit.data.palettes import IGNORE_COLOUR, TRIMAP_COLORMAP, ids_to_colours
 from segkit.run import train
 
 from .conftest import TINY
@@ -120,25 +120,17 @@ def test_offline_run_records_metrics_panel_confusion_matrix_iou_table_and_summar
     assert len(miou_rows) == 2
     best_epoch = next(epoch for epoch, row in enumerate(miou_rows) if row["val/miou"] == pytest.approx(metrics["val/miou"]))
 
-    # The panel: 3 rows (input | truth | prediction) of 32 x 32 images, the same images every epoch.
-    panel_rows = run.rows_with("val/examples")
-    assert len(panel_rows) == 2
-    panels = [np.asarray(Image.open(run.media(row, "val/examples")).convert("RGB")) for row in panel_rows]
-    assert all(panel.shape == (3 * 32, 3 * 32, 3) for panel in panels)
-    assert all(np.array_equal(panel[:, :64], panels[0][:, :64]) for panel in panels)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("validate")
-    for index in range(3):
-        image, mask = datamodule.val_set[index]
-        truth = panels[0][32 * index : 32 * (index + 1), 32:64]
-        assert np.array_equal(truth, ids_to_colours(mask.numpy(), TRIMAP_COLORMAP))
-        shown = panels[0][32 * index : 32 * (index + 1), :32].astype(float)
-        source = (image.permute(1, 2, 0).numpy() * 0.25 + 0.5) * 255  # shapes' mean 0.5, std 0.25
-        assert np.abs(shown - source).max() <= 1.0
+    # The examples: a table of 3 rows, sample | image | truth | prediction, each epoch (its pictures travel in a run
+    # artifact; test_examples_table_* checks them).
+    example_rows = run.rows_with("val/examples")
+    assert len(example_rows) == 2
+    tables = [json.loads(run.media(row, "val/examples").read_text()) for row in example_rows]
+    assert all(table["columns"] == ["sample", "image", "truth", "prediction"] for table in tables)
+    assert all([row[0] for row in table["data"]] == [0, 1, 2] for table in tables)
 
     # Confusion matrix and IoU table of the best epoch: every validation pixel once, and the
     # IoUs of metrics.json, which the confusion matrix reproduces.
-    final = panel_rows[best_epoch]
+    final = example_rows[best_epoch]
     confusion = json.loads(run.media(final, "val/confusion_matrix_table").read_text())
     assert confusion["columns"] == ["Actual", "Predicted", "nPredictions"]
     names = list(metrics["val/iou_per_class"])
@@ -252,20 +244,32 @@ def test_tensorboard_logger_records_the_metrics_and_the_dashboard_stays_idle(mak
     assert run_id_in_checkpoint(metrics["last_checkpoint"]) is None
 
 
-def test_panel_rows_are_denormalised_input_truth_and_prediction_in_the_colormap():
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.1)
-    colours = torch.tensor([[[10, 200], [255, 0]], [[20, 30], [40, 50]], [[0, 0], [90, 255]]], dtype=torch.float32)
-    images = ((colours / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
-    masks = torch.tensor([[[0, 1], [2, 255]]])
-    predictions = torch.tensor([[[2, 2], [1, 0]]])
-    panel = draw_panel(images.repeat(2, 1, 1, 1), masks.repeat(2, 1, 1), predictions.repeat(2, 1, 1), mean, std,
-                       TRIMAP_COLORMAP, 255)
-    assert panel.shape == (4, 6, 3) and panel.dtype == np.uint8
-    assert np.array_equal(panel[:2, :2], colours.permute(1, 2, 0).numpy().astype(np.uint8))
-    pet, background, border = TRIMAP_COLORMAP
-    assert np.array_equal(panel[:2, 2:4], [[pet, background], [border, IGNORE_COLOUR]])
-    assert np.array_equal(panel[:2, 4:], [[border, border], [background, pet]])
-    assert np.array_equal(panel[2:], panel[:2])
+def test_examples_table_shows_each_sample_at_its_own_aspect_ratio_with_named_mask_layers():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 100, 3), dtype=np.uint8)
+    truth = rng.integers(0, 3, (40, 100)).astype(np.uint8)
+    truth[:4] = 255
+    prediction = np.ones((40, 100), dtype=np.uint8)
+    small = (rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), np.zeros((20, 30), np.uint8), np.zeros((20, 30), np.uint8))
+    datamodule = SimpleNamespace(colormap=TRIMAP_COLORMAP, ignore_index=255)
+    table = examples_table(([image, small[0]], [truth, small[1]], [prediction, small[2]]), datamodule,
+                           ["pet", "background", "border"], longest_side=50)
+    assert table.columns == ["sample", "image", "truth", "prediction"]
+    (index, shown, truth_shown, prediction_shown), (_, small_shown, *_) = table.data
+    assert index == 0
+    # Scaled down to 50 pixels on the long side, aspect kept; a smaller picture stays as stored.
+    assert shown.image.size == truth_shown.image.size == prediction_shown.image.size == (50, 20)
+    assert np.array_equal(np.asarray(small_shown.image), small[0])
+    truth_half = np.asarray(Image.fromarray(truth).resize((50, 20), Image.Resampling.NEAREST))
+    assert set(np.unique(truth_half)) == {0, 1, 2, 255}  # nearest: class ids survive, none blended
+    assert np.array_equal(np.asarray(truth_shown.image), ids_to_colours(truth_half, TRIMAP_COLORMAP))
+    background = TRIMAP_COLORMAP[1]
+    assert (np.asarray(prediction_shown.image) == background).all()
+    # wandb's mask layers (no public reader): the ids, with every class and the ignored label named.
+    layers = shown._masks
+    assert set(layers) == {"ground_truth", "prediction"}
+    assert np.array_equal(layers["ground_truth"]._val["mask_data"], truth_half)
+    assert layers["prediction"]._val["class_labels"] == {0: "pet", 1: "background", 2: "border", 255: "ignored"}
 
 
 def test_class_ids_outside_the_colormap_are_an_error():

@@ -6,14 +6,15 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from segkit.figures import close, predicted_samples, result_figures
+from segkit.figures import close, result_figures, stored_samples_with_predictions
 from segkit.module import SegmentationModule
 
 
 class TensorBoardFigures(L.Callback):
     """After each validation of a fit (sanity check excluded), adds to every TensorBoardLogger the confusion
-    matrix, the IoU per class and a gallery of the first `num_images` validation images (`val/...` figures, at the
-    global step of the epoch's metrics). Does nothing without a TensorBoardLogger or off rank 0."""
+    matrix, the IoU per class and a gallery of the first `num_images` validation images at their stored size
+    (`val/...` figures, at the global step of the epoch's metrics). Does nothing without a TensorBoardLogger or
+    off rank 0."""
 
     def __init__(self, num_images: int = 4) -> None:
         if num_images < 0:
@@ -27,13 +28,8 @@ class TensorBoardFigures(L.Callback):
         datamodule = trainer.datamodule
         names = pl_module.class_names
         ious = {name: float(trainer.callback_metrics[f"val/iou_{name}"]) for name in names}
-        samples = None
-        if self.num_images:
-            was_training = pl_module.training
-            pl_module.eval()
-            samples = predicted_samples(pl_module, datamodule.val_dataloader(), self.num_images,
-                                        *datamodule.normalisation)
-            pl_module.train(was_training)
+        samples = (stored_samples_with_predictions(pl_module, datamodule.val_set, datamodule.val_collate,
+                                                   self.num_images) if self.num_images else None)
         figures = result_figures(pl_module.confusion_matrices["val"].cpu(), ious,
                                  float(trainer.callback_metrics["val/miou"]), samples, datamodule, names)
         for name, figure in figures.items():
