@@ -1,7 +1,7 @@
 """The Weights & Biases dashboard of a run (`logger=wandb`): `WandbDashboard`, a callback, logs each validation
 epoch a table of fixed validation images (image | truth | prediction, at each image's own size, in the dataset's
-colours), the confusion matrix and a per-class IoU table, and stores the wandb run id in every checkpoint. It does nothing without a
-WandbLogger, and only on rank 0. The logger itself: `segkit.loggers.wandb_logger`."""
+colours), the confusion matrix and a per-class IoU table, and stores the wandb run id in every checkpoint. It
+does nothing without a WandbLogger, and only on rank 0. The logger itself: `segkit.loggers.wandb_logger`."""
 
 from __future__ import annotations
 
