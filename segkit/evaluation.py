@@ -27,7 +27,7 @@ from segkit.figures import write_evaluation_figures
 from segkit.logs import report
 from segkit.module import SegmentationModule, load_module
 from segkit.run import format_metrics, split_metrics
-from segkit.runtime import TTA_MODES
+from segkit.runtime import check_tta
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     onnxruntime on the CPU), on the split `cfg.data.split` of `cfg.data`, written to
     `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
     `register_checkpoint_data(ckpt_path)` for a checkpoint."""
-    if cfg.tta not in TTA_MODES:
-        raise ValueError(f"tta={cfg.tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
+    check_tta(cfg.tta)
     if cfg.tta is not None and cfg.onnx_path is not None:
         raise ValueError(f"tta={cfg.tta}: segkit.eval applies test-time augmentation to checkpoints only; "
                          f"onnx_path={cfg.onnx_path} is scored as exported")

@@ -20,7 +20,7 @@ from segkit.checkpoints import training_datamodule
 from segkit.data import SegmentationDataModule
 from segkit.figures import legend_figure, save
 from segkit.module import SegmentationModule, load_module
-from segkit.runtime import TTA_MODES, OnnxSegmenter, segment_files
+from segkit.runtime import OnnxSegmenter, check_tta, segment_files
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ class Predictor:
             raise ValueError(f"{type(data).__name__} has no image_size to predict at; set image_size=[height,width]")
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be [height, width], got {list(image_size)}")
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta={tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
+        check_tta(tta)
         if not 0 <= window_overlap < 1:
             raise ValueError(f"window_overlap must be in [0, 1), a fraction of the window, got {window_overlap}")
         if batch_size < 1:

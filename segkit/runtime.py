@@ -36,6 +36,13 @@ if TYPE_CHECKING:  # imported where a session starts: reading and writing files 
 METADATA_PREFIX = "segkit."
 PRECISIONS = ("fp32", "fp16", "int8")
 TTA_MODES = (None, "flip")
+
+
+def check_tta(tta: str | None) -> str | None:
+    """`tta` if it names a test-time augmentation of TTA_MODES; else a ValueError that lists them."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
+    return tta
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -139,8 +146,7 @@ class OnnxSegmenter:
 
     def __init__(self, path: str | Path, image_size: Sequence[int] | None = None, tta: str | None = None,
                  threads: int | None = None) -> None:
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta={tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
+        check_tta(tta)
         self.path = Path(path)
         self.session = inference_session(self.path, threads)
         self.metadata = read_metadata(self.session, self.path)
