@@ -114,6 +114,25 @@ def test_unpooling_puts_values_back_where_the_maxima_were():
     assert (unpooled != 0).sum() == pooled.numel()
 
 
+def test_unpooling_keeps_a_channels_last_input_channels_last_with_the_same_values():
+    x = torch.randn(2, 4, 7, 9).contiguous(memory_format=torch.channels_last)
+    pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+    for pool_indices in (indices, indices[:, :1]):  # per-channel (VGG) and shared (MobileNetV2) indices
+        unpooled = max_unpool2d(pooled, Pool(pool_indices, x.shape[-2:]))
+        assert unpooled.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(unpooled, max_unpool2d(pooled.contiguous(), Pool(pool_indices.contiguous(), x.shape[-2:])))
+    # And through a whole network: the decoder's convolutions all get channels_last activations.
+    net = build_model(3, "dsc_segnet").to(memory_format=torch.channels_last).eval()
+    formats = []
+    for conv in (m for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_pre_hook(lambda _, inputs: formats.append(
+            inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    with torch.no_grad():
+        net(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert formats and all(formats)
+
+
 def test_mobilenetv2_switches_mark_the_strongest_position_of_each_window(model):
     encoder = model("segnet_mobilenetv2").encoder.eval()
     x = torch.randn(1, 3, 65, 97)

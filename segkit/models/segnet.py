@@ -21,11 +21,18 @@ UPSAMPLING = ("unpool", "bilinear")
 def max_unpool2d(x: torch.Tensor, pool: Pool) -> torch.Tensor:
     """`F.max_unpool2d` written as a scatter: torch's ONNX exporter has no MaxUnpool for it
     (pytorch/pytorch#25088, #85388), while a scatter exports with dynamic sizes and computes the same.
-    Single-channel indices are shared by every channel."""
+    Single-channel indices are shared by every channel. The output keeps the input's memory format: a
+    channels_last network would otherwise get NCHW activations from every unpooling, and convolutions
+    that mix the two formats copy or take slow paths (the full-resolution one most of all)."""
     n, c = x.shape[:2]
     height, width = pool.size
-    indices = pool.indices.expand(n, c, -1, -1).flatten(2)
-    out = x.new_zeros(n, c, height * width).scatter(2, indices, x.flatten(2))
+    indices = pool.indices.expand(n, c, -1, -1)
+    if c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # Scattered along the pixels of an N x HW x C view, which is the channels_last layout's own order.
+        pixels = x.new_zeros(n, height * width, c).scatter(1, indices.permute(0, 2, 3, 1).flatten(1, 2),
+                                                           x.permute(0, 2, 3, 1).flatten(1, 2))
+        return pixels.view(n, height, width, c).permute(0, 3, 1, 2)
+    out = x.new_zeros(n, c, height * width).scatter(2, indices.flatten(2), x.flatten(2))
     return out.view(n, c, height, width)
 
 
