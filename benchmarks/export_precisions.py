@@ -1,11 +1,11 @@
 """File size, CPU latency, throughput and mIoU of fp32, fp16 and int8 ONNX exports (docs/export.md).
 
-    python benchmarks/export_precisions.py --checkpoint outputs/pets_dsc/checkpoints/last.ckpt \
-        --data-root ../shared/data --untrained segnet segnet_mobilenetv2 segnet_vgg16bn
+    python benchmarks/export_precisions.py --checkpoint outputs/pets_dsc/checkpoints/last.ckpt [more.ckpt ...] \
+        --data-root ../shared/data --untrained segnet_vgg16bn
 
-The trained checkpoint gets every column (mIoU on `--miou-split` of its data, default test); each `--untrained` model is
-built from its config without pretrained weights, at the checkpoint's data and image size, for size and
-speed only. The rows come from `segkit.bench.export.measure_precisions`; the table is printed and the
+Each trained checkpoint gets every column (mIoU on `--miou-split` of its data, default test); each `--untrained`
+model is built from its config without pretrained weights, at the first checkpoint's data and image size, for size
+and speed only. The rows come from `segkit.bench.export.measure_precisions`; the table is printed and the
 rows written to <output>/export_precisions.json.
 """
 
@@ -45,7 +45,7 @@ def save_untrained_checkpoint(model: str, data: dict, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a trained segkit checkpoint")
+    parser.add_argument("--checkpoint", required=True, nargs="+", help="trained segkit checkpoints, one row group each")
     parser.add_argument("--data-root", default=None, help="its data's root (default: the checkpoint's data.root)")
     parser.add_argument("--untrained", nargs="*", default=[], help="model configs measured untrained (no mIoU)")
     parser.add_argument("--miou-split", default="test", help="the split of the checkpoint's data for mIoU")
@@ -59,10 +59,12 @@ def main() -> None:
     output = Path(args.output)
     options = {"threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
                "data_root": args.data_root, "calibration_images": args.calibration_images}
-    checkpoint = Path(args.checkpoint)
-    config = read_training_config(checkpoint)
-    results = {config["model"]["name"]: measure_precisions(checkpoint, output, miou_split=args.miou_split, **options)}
-    data = config["data"]
+    results, data = {}, None
+    for checkpoint in map(Path, args.checkpoint):
+        config = read_training_config(checkpoint)
+        data = data or config["data"]
+        name = config["model"]["name"]
+        results[name] = measure_precisions(checkpoint, output / name, miou_split=args.miou_split, **options)
     for model in args.untrained:
         untrained = save_untrained_checkpoint(model, data, output / f"{model}-untrained.ckpt")
         results[f"{model} (untrained)"] = measure_precisions(untrained, output, miou_split=None, **options)
