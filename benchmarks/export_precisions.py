@@ -22,9 +22,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from segkit.bench.export import TABLE_HEADER, format_rows, measure_precisions
 from segkit.checkpoints import read_training_config
 from segkit.config import CONFIG_DIR, to_plain
-from segkit.bench.export import TABLE_HEADER, format_rows, measure_precisions
 from segkit.models import without_pretrained_weights
 from segkit.run import build
 

@@ -25,7 +25,6 @@ from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_DIR
 from segkit.models.encoders import Pool
 
-
 channels_last_unpool = segnet.max_unpool2d
 
 
