@@ -15,13 +15,8 @@ import resource
 import statistics
 import time
 
-import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-
 from segkit.allocator import keep_freed_memory, use_system_defaults
-from segkit.config import CONFIG_DIR
+from segkit.bench.plain_loop import random_batch_step
 
 
 def main() -> None:
@@ -31,19 +26,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", [f"model={args.model}", "data.num_classes=3"])
-    torch.manual_seed(0)
-    net = instantiate(cfg.model).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    images = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    masks = torch.randint(0, 3, (args.batch, args.size, args.size))
-
-    def step() -> None:
-        loss = F.cross_entropy(net(images), masks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    step = random_batch_step(args.model, args.size, args.batch)
 
     seconds: dict[str, list[float]] = {"system": [], "segkit": []}
     faults: dict[str, list[float]] = {"system": [], "segkit": []}

@@ -4,7 +4,7 @@
     python benchmarks/unpool_layout.py [--model dsc_segnet] [--size 96] [--batch 8] [--rounds 8]
 
 One process, one network, one batch: rounds alternate the two unpoolings, each round timing two training steps
-(forward, cross-entropy, backward, Adam) after one untimed step. The NCHW variant is segkit's unpooling of an NCHW
+(forward, cross-entropy, backward, Adam; `segkit.bench.plain_loop.random_batch_step`) after one untimed step. The NCHW variant is segkit's unpooling of an NCHW
 copy of its input, the scatter the decoder used before. Prints the median seconds per step of each and the
 median of the per-round speed ratios.
 """
@@ -16,13 +16,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 import segkit.models.segnet as segnet
 from segkit.allocator import keep_freed_memory
-from segkit.config import CONFIG_DIR
+from segkit.bench.plain_loop import random_batch_step
 from segkit.models.encoders import Pool
 
 channels_last_unpool = segnet.max_unpool2d
@@ -40,19 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     keep_freed_memory()  # as segkit.train does
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", [f"model={args.model}", "data.num_classes=3"])
-    torch.manual_seed(0)
-    net = instantiate(cfg.model).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
-    images = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    masks = torch.randint(0, 3, (args.batch, args.size, args.size))
-
-    def step() -> None:
-        loss = F.cross_entropy(net(images), masks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    step = random_batch_step(args.model, args.size, args.batch)
 
     variants = {"nchw": nchw_unpool, "channels_last": channels_last_unpool}
     seconds: dict[str, list[float]] = {name: [] for name in variants}

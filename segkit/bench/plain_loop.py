@@ -71,3 +71,29 @@ def train_step_seconds(
 
 def images_per_s(batch_size: int, step_seconds: list[float]) -> float:
     return batch_size * len(step_seconds) / sum(step_seconds)
+
+
+def random_batch_step(model: str, size: int, batch: int) -> Callable[[], None]:
+    """A training step (forward, cross-entropy, zero_grad, backward, Adam) of the model config `model`, 3 classes,
+    seeded, channels_last, on one random batch of `batch` size x size images: for benchmarks that time one step
+    under settings they switch around it (benchmarks/allocator.py, benchmarks/unpool_layout.py)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from segkit.config import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", [f"model={model}", "data.num_classes=3"])
+    torch.manual_seed(0)
+    net = instantiate(cfg.model).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    masks = torch.randint(0, 3, (batch, size, size))
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(net(images), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
