@@ -139,34 +139,6 @@ def save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def denormalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """N x 3 x H x W normalised images as N x H x W x 3 uint8 (mean and std on the 0..1 scale)."""
-    pixels = images.detach().float().cpu().permute(0, 2, 3, 1) * torch.tensor(std) + torch.tensor(mean)
-    return (pixels * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def draw_panel(
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    predictions: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    colormap: np.ndarray,
-    ignore_index: int,
-) -> np.ndarray:
-    """One row per sample, input | truth | prediction: an (N * H) x (3 * W) x 3 uint8 image.
-
-    `images` are normalised N x 3 x H x W tensors (undone with `mean` and `std`, on the 0..1 scale);
-    `masks` and `predictions` N x H x W class ids, drawn in `colormap` (ignored pixels in VOC's border
-    colour).
-    """
-    inputs = denormalise(images, mean, std)
-    truths = ids_to_colours(masks.cpu().numpy(), colormap, ignore_index)
-    predicted = ids_to_colours(predictions.cpu().numpy(), colormap, ignore_index)
-    rows = np.concatenate([inputs, truths, predicted], axis=2)  # N x H x 3W x 3
-    return rows.reshape(-1, *rows.shape[2:])
-
-
 def stored_samples_with_predictions(module: SegmentationModule, dataset: TransformedDataset, collate: PadCollate,
                                     count: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """The first `count` samples of `dataset` as its reader stores them (H x W x 3 uint8 images, H x W class ids),
