@@ -22,6 +22,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from segkit.allocator import keep_freed_memory
 from segkit.bench.export import TABLE_HEADER, format_rows, measure_precisions
 from segkit.checkpoints import read_training_config
 from segkit.config import CONFIG_DIR, to_plain
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--output", default="outputs/export_precisions")
     args = parser.parse_args()
+    keep_freed_memory()  # as segkit's commands do: PyTorch's batches would otherwise be mapped afresh each call
     output = Path(args.output)
     options = {"threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
                "data_root": args.data_root, "calibration_images": args.calibration_images}

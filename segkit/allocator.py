@@ -6,7 +6,8 @@ free. A CPU training step allocates and frees its large activations (64 MiB each
 touch: hundreds of thousands of page faults a step. With mmap off and a high trim threshold, freed blocks stay
 in the heap and the next step reuses them. `benchmarks/allocator.py` measures the effect side by side.
 
-The entry points call `keep_freed_memory()` first; `SEGKIT_MALLOC=system` leaves glibc's defaults.
+Every command that runs a network (train, eval, predict, export, lr_find, bench, tradeoff) calls
+`keep_freed_memory()` first; `SEGKIT_MALLOC=system` leaves glibc's defaults.
 Tuned at run time with `mallopt`, so no environment variable has to be set before Python starts; DataLoader
 workers forked afterwards inherit it.
 """

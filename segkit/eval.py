@@ -23,12 +23,14 @@ import hydra
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
+from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
 from segkit.evaluation import check_overrides, evaluate, register_checkpoint_data, trusted_targets_override
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
+    keep_freed_memory()
     evaluate(cfg)
 
 

@@ -15,12 +15,14 @@ import json
 import hydra
 from omegaconf import DictConfig
 
+from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
 from segkit.deploy import export
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
+    keep_freed_memory()
     report = export(cfg.ckpt_path, cfg.output, cfg.format, cfg.precision, cfg.calibration, cfg.calibration_images,
                     cfg.data_root, tuple(cfg.example_size), cfg.check, cfg.exporter,
                     cfg.trusted_targets)

@@ -14,6 +14,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
 from segkit.loggers import close_loggers
 from segkit.logs import report
@@ -50,6 +51,7 @@ def lr_find(cfg: DictConfig) -> dict[str, Any] | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="lr_find")
 def main(cfg: DictConfig) -> float | None:
+    keep_freed_memory()
     result = lr_find(cfg)
     return result["suggested_lr"] if result else None
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
 from segkit.prediction import predict
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def main(cfg: DictConfig) -> None:
+    keep_freed_memory()
     predict(cfg)
 
 

@@ -30,6 +30,7 @@ from hydra.utils import instantiate
 from matplotlib.figure import Figure  # a Figure of its own draws to files with Agg, whatever pyplot's backend
 from torch import nn
 
+from segkit.allocator import keep_freed_memory
 from segkit.models import without_pretrained_weights
 from segkit.models.summary import summarize
 from segkit.callbacks.sweep_summary import summarize_sweep
@@ -220,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trusted-targets", nargs="*", default=[],
                         help="model targets of your own that the runs' config.yaml may name")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir}: not a folder")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

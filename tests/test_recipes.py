@@ -1,5 +1,6 @@
 """Training recipes: the budget-following lr schedule and BatchNorm statistics recomputed before validation."""
 
+import importlib
 import math
 import subprocess
 import sys
@@ -203,3 +204,34 @@ def test_kept_freed_memory_serves_the_next_large_block_without_page_faults():
     mapped_afresh, reused = map(int, result.stdout.split())
     assert mapped_afresh > 10_000  # 16k pages of 4 KiB, zero-filled on first touch
     assert reused < mapped_afresh / 20
+
+
+class AllocatorTuned(BaseException):
+    """Raised by the stand-in for keep_freed_memory: the command got that far and stops there."""
+
+
+@pytest.mark.parametrize("command, task_function", [
+    ("segkit.train", "_hydra_main"), ("segkit.eval", "_hydra_main"), ("segkit.predict", "main"),
+    ("segkit.export", "main"), ("segkit.lr_find", "main"), ("segkit.bench.__main__", "main"),
+])
+def test_every_command_that_runs_a_network_keeps_freed_memory_before_its_work(monkeypatch, command, task_function):
+    module = importlib.import_module(command)
+
+    def tuned():
+        raise AllocatorTuned
+
+    monkeypatch.setattr(module, "keep_freed_memory", tuned)
+    # Hydra's decorator keeps the task function as __wrapped__; with cfg=None any work before the tuning fails.
+    with pytest.raises(AllocatorTuned):
+        getattr(module, task_function).__wrapped__(None)
+
+
+def test_tradeoff_keeps_freed_memory_before_timing(monkeypatch, tmp_path):
+    import segkit.tradeoff
+
+    def tuned():
+        raise AllocatorTuned
+
+    monkeypatch.setattr(segkit.tradeoff, "keep_freed_memory", tuned)
+    with pytest.raises(AllocatorTuned):
+        segkit.tradeoff.main([str(tmp_path)])

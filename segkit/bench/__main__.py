@@ -15,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from segkit.allocator import keep_freed_memory
 from segkit.bench.measure import bench, bench_chosen_model_only
 from segkit.bench.report import format_table
 from segkit.config import CONFIG_PATH
@@ -22,6 +23,7 @@ from segkit.config import CONFIG_PATH
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
 def main(cfg: DictConfig) -> None:
+    keep_freed_memory()
     bench_chosen_model_only(cfg, list(HydraConfig.get().overrides.task))
     result = bench(cfg)
     print(format_table(result))

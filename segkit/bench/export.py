@@ -52,8 +52,8 @@ def measure_precisions(ckpt_path: str | Path, folder: str | Path, precisions: Se
     of the training data (None: not measured, e.g. for untrained weights) next to the checkpoint's."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # PyTorch as segkit.eval and segkit.predict run it: in the memory format the checkpoint trained in.
     module = load_module(ckpt_path)
-    net = module.net.to(memory_format=torch.contiguous_format)
     root = {} if data_root is None else {"root": str(data_root)}
     height, width = training_datamodule(module, **root).image_size
     torch.set_num_threads(threads)
@@ -75,7 +75,7 @@ def measure_precisions(ckpt_path: str | Path, folder: str | Path, precisions: Se
             tensor = torch.from_numpy(inputs)
             with torch.inference_mode():
                 return median_seconds({"onnxruntime": lambda: session.run(None, {"images": inputs}),
-                                       "pytorch": lambda: net(tensor)}, rounds, warmup)
+                                       "pytorch": lambda: module(tensor)}, rounds, warmup)
 
         latency, throughput = timed(single), timed(batch)
         rows.append({
