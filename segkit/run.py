@@ -172,7 +172,9 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_p
             f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
             f"  {format_metrics(metrics, 'val')}",
             *(skipped_lines if any(skipped.values()) else []),
-            f"  best checkpoint: {metrics['best_checkpoint']}",
+            f"  best checkpoint: {metrics['best_checkpoint']}" if metrics["best_checkpoint"] else
+            "  no best checkpoint (no epoch validated, or no model_checkpoint callback): the figures are the last "
+            f"weights', saved as {metrics['last_checkpoint']}",
             f"  metrics: {metrics_path}",
         ]
     )

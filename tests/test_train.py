@@ -53,6 +53,25 @@ def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, ca
     assert result["val/miou"] == pytest.approx(written["val/miou"], abs=1e-6)
 
 
+def test_epoch_log_lines_carry_validation_metrics_only_for_epochs_that_validated(make_config, caplog):
+    cfg = make_config("trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2")
+    caplog.set_level("INFO", logger="segkit.callbacks.epoch_log")
+    train(cfg)
+    epoch_lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
+    assert ["val/miou" in line for line in epoch_lines] == [False, True, False]
+    assert all("train/loss_epoch" in line for line in epoch_lines)
+
+
+def test_a_run_that_never_validated_reports_its_last_weights(make_config, capsys):
+    cfg = make_config("trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2")
+    metrics = train(cfg)
+    assert metrics["best_checkpoint"] is None and Path(metrics["last_checkpoint"]).exists()
+    printed = capsys.readouterr().out
+    assert f"the figures are the last weights', saved as {metrics['last_checkpoint']}" in printed
+    assert "best checkpoint: None" not in printed
+
+
 @pytest.mark.slow  # long: kept out of make test to hold it under 10 minutes
 def test_short_run_learns_the_shapes(make_config):
     cfg = make_config("data.num_train=384", "trainer.max_epochs=3", "optimizer.lr=0.003", "data.num_val=64")

@@ -18,12 +18,15 @@ class EpochLog(L.Callback):
     `epoch 2/5  lr/group0 0.0009  train/acc 0.71  train/loss_epoch 0.8312  train/miou 0.512  val/acc 0.74 ...  (41 s)`.
 
     The line is written when the next epoch starts or training ends: the module logs the epoch's training metrics
-    in its own `on_train_epoch_end`, which Lightning calls after the callbacks' one.
+    in its own `on_train_epoch_end`, which Lightning calls after the callbacks' one. An epoch that did not validate
+    (`trainer.check_val_every_n_epoch` > 1) has no `val/` metrics in its line: Lightning's callback metrics still
+    hold the last validation's.
     """
 
     def __init__(self) -> None:
         self._started = time.monotonic()
         self._ended: tuple[int, float] | None = None  # (epoch, seconds) of the epoch whose line is due
+        self._validated_epoch: int | None = None
 
     @rank_zero_only
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -35,6 +38,11 @@ class EpochLog(L.Callback):
         self._ended = (trainer.current_epoch, time.monotonic() - self._started)
 
     @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
+    @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log_ended_epoch(trainer)
 
@@ -44,7 +52,8 @@ class EpochLog(L.Callback):
         epoch, seconds = self._ended
         self._ended = None
         metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())
-                   if value.numel() == 1 and "/iou_" not in name and not name.endswith("_step")}
+                   if value.numel() == 1 and "/iou_" not in name and not name.endswith("_step")
+                   and (epoch == self._validated_epoch or not name.startswith("val/"))}
         values = "  ".join(f"{name} {value:.4g}" for name, value in metrics.items())
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info("epoch %d%s  %s  (%.0f s)", epoch + 1, total, values, seconds)
