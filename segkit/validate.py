@@ -20,7 +20,7 @@ import albumentations as A
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segkit.checkpoints import (
     FIXED_ON_RESUME,
@@ -63,6 +63,8 @@ def validate(cfg: DictConfig) -> None:
                 require(TARGETS_NEEDING[target])
             except MissingExtraError as error:
                 raise ConfigError(f"{key}={target}: {error}") from None
+    for group in ("callbacks", "logger"):
+        _check_named_objects(group, cfg.get(group))
     data = cfg.get("data")
     if data is not None:
         _check_data(data, located.get("data._target_"))
@@ -171,6 +173,17 @@ def _public_names(module: str) -> list[str]:
 
 def _group_options(group: str) -> str:
     return ", ".join(sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml")))
+
+
+def _check_named_objects(group: str, entries: Any) -> None:
+    """Every entry of callbacks or logger is an object's config or null (off). An entry without `_target_` is
+    what an experiment's setting (`callbacks.ema.decay: 0.995`) leaves when `callbacks=default` drops its object."""
+    for name, entry in (entries or {}).items():
+        if entry is not None and not (isinstance(entry, DictConfig) and "_target_" in entry):
+            value = OmegaConf.to_container(entry) if isinstance(entry, (DictConfig, ListConfig)) else entry
+            raise ConfigError(f"{group}.{name}: expected an object's config with a _target_, or null to turn it off; "
+                              f"got {value!r} (a setting whose object the chosen {group} config does not define?); "
+                              f"{group} configs: {_group_options(group)}")
 
 
 def _check_data(data: DictConfig, datamodule: Any) -> None:
