@@ -26,7 +26,7 @@ psutil = pytest.importorskip("psutil")
 SOAK_MINUTES = float(os.environ.get("SEGKIT_SOAK_MINUTES", "30"))
 # 64 trainval images for training, 32 test images validated twice and evaluated once, at 64x64.
 CYCLE = ["experiment=pets_dsc_segnet", "data.num_workers=2", "data.num_train=64", "data.num_val=32",
-         "data.image_size=[64,64]", "data.batch_size=16"]
+         "data.image_size=[64,64]", "data.batch_size=16", "trainer.check_val_every_n_epoch=1"]
 
 
 class PeakMemory:
