@@ -17,9 +17,9 @@ import time
 
 import torch
 
-import segkit.models.segnet as segnet
 from segkit.allocator import keep_freed_memory
 from segkit.bench.plain_loop import random_batch_step
+from segkit.models import segnet
 from segkit.models.encoders import Pool
 
 channels_last_unpool = segnet.max_unpool2d

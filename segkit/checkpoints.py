@@ -30,8 +30,8 @@ from zipfile import is_zipfile
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from hydra.utils import instantiate
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from segkit.data import SegmentationDataModule

@@ -16,7 +16,7 @@ def test_grayscale_palette_rgba_gif_and_16_bit_images_decode_to_rgb(tmp_path):
     Image.fromarray(pixels).convert("P").save(tmp_path / "palette.png")
     Image.fromarray(pixels).convert("P").save(tmp_path / "animation.jpg", format="GIF")  # a GIF named .jpg
     Image.fromarray(np.dstack([pixels, np.full((20, 30), 7, np.uint8)])).save(tmp_path / "rgba.jpg", format="PNG")
-    Image.fromarray((pixels[..., 0].astype(np.uint16) * 257)).save(tmp_path / "deep.png")
+    Image.fromarray(pixels[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep.png")
     for name in ("gray.jpg", "palette.png", "animation.jpg", "rgba.jpg", "deep.png"):
         image = read_image(tmp_path / name)
         assert image.shape == (20, 30, 3) and image.dtype == np.uint8, name

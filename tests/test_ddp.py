@@ -23,8 +23,14 @@ from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from segkit.config import CONFIG_DIR
-from segkit.distributed import (DISTRIBUTED_ENVIRON, CPUSyncBatchNorm, CPUSyncBatchNormPlugin, HydraDDPStrategy,
-                                HydraJobLauncher, child_command)
+from segkit.distributed import (
+    DISTRIBUTED_ENVIRON,
+    CPUSyncBatchNorm,
+    CPUSyncBatchNormPlugin,
+    HydraDDPStrategy,
+    HydraJobLauncher,
+    child_command,
+)
 from segkit.module import SegmentationModule
 from segkit.run import build, train
 

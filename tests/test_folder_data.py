@@ -13,8 +13,8 @@ from PIL import Image
 
 from segkit.checkpoints import read_training_config
 from segkit.data import FolderDataModule, InvalidFileError, MissingFileError, PetsDataModule
-from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
 from segkit.data.check import check_dataset
+from segkit.data.palettes import TRIMAP_COLORMAP, VOC_COLORMAP
 from segkit.prediction import predict
 from segkit.run import train
 from segkit.validate import ConfigError, validate

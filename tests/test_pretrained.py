@@ -1,7 +1,6 @@
 """The real loading path of torchvision's pretrained weights, offline (see the `offline` fixture)."""
 
 import logging
-from urllib.error import URLError
 
 import pytest
 import torch

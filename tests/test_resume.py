@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from segkit.data.sampling import ResumableShuffle
 from segkit.callbacks import INTERRUPTED_EXIT_CODE
+from segkit.data.sampling import ResumableShuffle
 from segkit.run import train
 
 from .conftest import TINY

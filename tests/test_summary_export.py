@@ -10,15 +10,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from segkit.bench.export import measure_precisions
 from segkit.checkpoints import CheckpointError
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import convert_fp16, export, export_onnx, onnx_max_abs_difference
-from segkit.bench.export import measure_precisions
 from segkit.models import without_pretrained_weights
-from segkit.runtime import inference_session, read_metadata
 from segkit.models.summary import summarize
 from segkit.run import build, train
+from segkit.runtime import inference_session, read_metadata
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets

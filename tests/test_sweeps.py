@@ -8,8 +8,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from segkit.config import CONFIG_DIR
 from segkit.callbacks.sweep_summary import SUMMARY_FILE
+from segkit.config import CONFIG_DIR
 
 from .conftest import TINY
 from .official_layouts import write_pets, write_sbd, write_voc

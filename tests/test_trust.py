@@ -14,11 +14,10 @@ import torch
 from omegaconf import OmegaConf
 
 import segkit.eval
-from segkit.module import load_module
 from segkit.checkpoints import CheckpointError, read_trusted_checkpoint
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.export import export
-from segkit.module import SegmentationModule
+from segkit.module import SegmentationModule, load_module
 from segkit.prediction import Predictor
 from segkit.run import train
 from segkit.trust import SEGKIT_TARGETS, untrusted_entries

@@ -17,8 +17,8 @@ import torch
 
 from segkit.checkpoints import training_datamodule
 from segkit.deploy import export
-from segkit.onnx_module import onnx_module
 from segkit.module import SegmentationModule, load_module
+from segkit.onnx_module import onnx_module
 from segkit.runtime import inference_session
 
 

@@ -17,7 +17,6 @@ from segkit.bench import plain_loop
 from segkit.data import SegmentationDataModule
 from segkit.run import build
 
-
 # Two distinct batches, so consecutive steps see different tensors, as from a real loader.
 SYNTHETIC_BATCHES = 2
 

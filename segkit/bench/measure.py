@@ -7,8 +7,8 @@ FLOP utilisation; then the configured data's train loader alone. `bench` writes 
 from __future__ import annotations
 
 import copy
-import itertools
 import dataclasses
+import itertools
 import json
 import logging
 import statistics
@@ -38,7 +38,6 @@ from segkit.models.summary import summarize
 from segkit.module import SegmentationModule
 from segkit.run import build
 from segkit.validate import require_int
-
 
 # trainer.precision -> the autocast dtype the plain loop uses to match it.
 AUTOCAST_DTYPES = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}

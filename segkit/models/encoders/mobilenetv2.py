@@ -18,8 +18,8 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from segkit.models.blocks import NormLayer, check_conv_type, make_conv
-from segkit.models.encoders.registry import register_encoder
 from segkit.models.encoders.base import Encoder, Pool, load_features, resolve_weights
+from segkit.models.encoders.registry import register_encoder
 
 PRETRAINED = {"imagenet": MobileNet_V2_Weights.IMAGENET1K_V2}
 

@@ -16,8 +16,8 @@ from torch import nn
 from torchvision.models import VGG16_BN_Weights
 
 from segkit.models.blocks import ActivationLayer, NormLayer, check_conv_type, make_conv, scale_channels
-from segkit.models.encoders.registry import register_encoder
 from segkit.models.encoders.base import Encoder, Pool, load_features, resolve_weights
+from segkit.models.encoders.registry import register_encoder
 
 # (channels, blocks) per stage.
 VGG_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
