@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 
 from segkit.checkpoints import read_training_config
 from segkit.data import SegmentationDataModule
-from segkit.onnx_module import onnx_module
 from segkit.figures import write_evaluation_figures
 from segkit.logs import report
 from segkit.module import SegmentationModule, load_module
+from segkit.onnx_module import onnx_module
 from segkit.run import format_metrics, split_metrics
 from segkit.runtime import check_tta
 
@@ -116,6 +116,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         source = {"checkpoint": str(cfg.ckpt_path)}
         module = load_module(cfg.ckpt_path, cfg.trusted_targets)
+        trained_tta = module.segkit_config.get("tta")
+        if trained_tta is not None and trained_tta != cfg.tta:
+            log.warning("tta=%s: the training run validated (and picked its best checkpoint) with tta=%s; "
+                        "add tta=%s to compare with its figures", cfg.tta, trained_tta, trained_tta)
         module.test_time_augmentation = cfg.tta
         precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
         trainer = instantiate(cfg.trainer, precision=precision)

@@ -1,7 +1,7 @@
 """The training loss: cross-entropy over the labelled pixels, with optional class weights (given, or computed
-from the training masks), label smoothing and a soft Dice term.
+from the training masks), label smoothing, a soft Dice term and a Lovasz-softmax term.
 
-    loss.class_weights=median_frequency loss.dice_weight=0.5 loss.label_smoothing=0.05
+    loss.class_weights=median_frequency loss.dice_weight=0.5 loss.lovasz_weight=0.5 loss.label_smoothing=0.05
 """
 
 from __future__ import annotations
@@ -19,29 +19,34 @@ CLASS_WEIGHTINGS = ("median_frequency", "inverse_sqrt_frequency")
 
 class SegmentationLoss(nn.CrossEntropyLoss):
     """torch's cross-entropy averaged over the labelled pixels (weighted by class, as torch's mean is), plus
-    `dice_weight` times a soft Dice loss.
+    `dice_weight` times a soft Dice loss and `lovasz_weight` times the Lovasz-softmax loss.
 
     The cross-entropy is 0 for a batch whose pixels are all `ignore_index`, where torch's mean is 0 / 0 = NaN:
     a crop of a border region is a valid batch, not a diverged run. The Dice term (1 - soft Dice, averaged over
     the classes labelled in the batch, as segmentation_models_pytorch's DiceLoss does) optimises overlap
-    directly, so thin or rare classes (Pets' border) count as much as large ones. Written here because torch and
-    torchmetrics have no differentiable Dice with an ignore index, and smp would be a dependency for one loss.
+    directly, so thin or rare classes (Pets' border) count as much as large ones; the Lovasz term is a convex
+    surrogate of each class's IoU, the metric itself. Written here because torch and torchmetrics have no
+    differentiable Dice or Lovasz loss with an ignore index, and smp would be a dependency for two functions.
     """
 
     def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = 255, label_smoothing: float = 0.0,
-                 dice_weight: float = 0.0) -> None:
-        if dice_weight < 0:
-            raise ValueError(f"loss.dice_weight={dice_weight}: expected a weight >= 0")
+                 dice_weight: float = 0.0, lovasz_weight: float = 0.0) -> None:
+        for name, value in (("dice_weight", dice_weight), ("lovasz_weight", lovasz_weight)):
+            if value < 0:
+                raise ValueError(f"loss.{name}={value}: expected a weight >= 0")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"loss.label_smoothing={label_smoothing}: expected a value in [0, 1)")
         super().__init__(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
         self.dice_weight = dice_weight
+        self.lovasz_weight = lovasz_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         labelled = target != self.ignore_index
         loss = self.cross_entropy(logits, target, labelled)
         if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(logits, target, labelled)
+        if self.lovasz_weight:
+            loss = loss + self.lovasz_weight * lovasz_softmax_loss(logits, target, labelled)
         return loss
 
     def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
@@ -67,6 +72,31 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, labelled: torch.T
     if not present.any():
         return logits.sum() * 0.0  # keeps the graph: every pixel is ignored
     return (1 - dice)[present].mean()
+
+
+def lovasz_softmax_loss(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """The Lovasz-softmax loss (Berman, Rannen Triki and Blaschko, CVPR 2018) over the batch's labelled pixels:
+    per class present in the labels, the Lovasz extension of 1 - IoU at the errors |[y = c] - p_c|, sorted in
+    decreasing order; averaged over those classes. 0 when no pixel is labelled."""
+    num_classes = logits.shape[1]
+    probabilities = logits.float().softmax(dim=1).movedim(1, -1)[labelled]  # labelled pixels x classes
+    classes = target[labelled]
+    losses = []
+    for c in range(num_classes):
+        foreground = (classes == c).float()
+        if not foreground.any():
+            continue
+        errors, order = (foreground - probabilities[:, c]).abs().sort(descending=True)
+        foreground = foreground[order]
+        # The gradient of the Lovasz extension: the increments of 1 - IoU as the sorted pixels are taken in turn.
+        intersection = foreground.sum() - foreground.cumsum(0)
+        union = foreground.sum() + (1 - foreground).cumsum(0)
+        jaccard = 1 - intersection / union
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(errors @ jaccard)
+    if not losses:
+        return logits.sum() * 0.0  # keeps the graph: every pixel is ignored
+    return torch.stack(losses).mean()
 
 
 def count_class_pixels(masks: Iterable[np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray]:

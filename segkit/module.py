@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
@@ -84,6 +83,7 @@ class SegmentationModule(L.LightningModule):
         class_weights: Sequence[float] | str | None = None,
         label_smoothing: float = 0.0,
         dice_weight: float = 0.0,
+        lovasz_weight: float = 0.0,
         class_names: Sequence[str] | None = None,
         monitor: str = "val/miou",
         channels_last: bool = False,
@@ -114,7 +114,7 @@ class SegmentationModule(L.LightningModule):
         # a checkpoint carries them in the loss's state.
         weight = (torch.ones(num_classes) if isinstance(class_weights, str)
                   else torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None)
-        self.criterion = SegmentationLoss(weight, ignore_index, label_smoothing, dice_weight)
+        self.criterion = SegmentationLoss(weight, ignore_index, label_smoothing, dice_weight, lovasz_weight)
         metrics = segmentation_metrics(num_classes, ignore_index)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -129,7 +129,8 @@ class SegmentationModule(L.LightningModule):
         self.segkit_config: dict[str, Any] | None = None
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
-        # "flip": the test loop (segkit.eval tta=flip) scores the mean of the image's and its mirror's softmax.
+        # "flip": the validation and test loops score the mean of the image's and its mirror's softmax (training's
+        # `tta=flip`, segkit.eval's `tta=flip`); the training steps never average.
         self.test_time_augmentation: str | None = None
         # A teacher whose soft predictions join the training loss (segkit.distill; `segkit.train.build` sets it
         # from distill.teacher). Not a submodule: its weights stay out of this module's parameters and checkpoints.
@@ -203,7 +204,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # The predictions reach callbacks' on_validation_batch_end (the dashboard draws some).
-        return self._step(batch, self.val_metrics, self.val_loss)[1]
+        return self._step(batch, self.val_metrics, self.val_loss, self.test_time_augmentation)[1]
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.test_metrics, self.test_loss, self.test_time_augmentation)

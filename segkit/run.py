@@ -25,6 +25,7 @@ from segkit.lr_finder import find_lr
 from segkit.models import count_parameters
 from segkit.models.summary import summarize
 from segkit.module import SegmentationModule
+from segkit.runtime import check_tta
 from segkit.validate import validate
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build(cfg: DictConfig) -> Run:
         else to_plain(cfg.loss.class_weights),
         label_smoothing=cfg.loss.label_smoothing,
         dice_weight=cfg.loss.dice_weight,
+        lovasz_weight=cfg.loss.lovasz_weight,
         class_names=list(datamodule.class_names),
         monitor=cfg.optimized_metric,
         channels_last=cfg.channels_last,
@@ -68,6 +70,7 @@ def build(cfg: DictConfig) -> Run:
     )
     module.distillation = build_distillation(to_plain(cfg.get("distill")), module.hparams.num_classes,
                                              cfg.data.ignore_index, cfg.get("trusted_targets") or ())
+    module.test_time_augmentation = check_tta(cfg.get("tta"))
     module.segkit_config = to_plain(cfg)
     datamodule.use_normalisation_of(module.net)
     loggers = _instantiate_all(cfg.get("logger"))
@@ -121,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
+        "tta": run.module.test_time_augmentation,
         "skipped_samples": run.datamodule.skipped,  # bad files passed over with data.on_bad_sample=skip
         "output_dir": str(output_dir),
     }
@@ -170,7 +174,7 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_p
     return "\n".join(
         [
             f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
-            f"  {format_metrics(metrics, 'val')}",
+            f"  {format_metrics(metrics, 'val')}" + (f"   (tta={metrics['tta']})" if metrics["tta"] else ""),
             *(skipped_lines if any(skipped.values()) else []),
             f"  best checkpoint: {metrics['best_checkpoint']}" if metrics["best_checkpoint"] else
             "  no best checkpoint (no epoch validated, or no model_checkpoint callback): the figures are the last "

@@ -35,6 +35,7 @@ from segkit.data.files import check_on_bad_sample
 from segkit.extras import MissingExtraError, require
 from segkit.losses import CLASS_WEIGHTINGS
 from segkit.models import ENCODERS, without_pretrained_weights
+from segkit.runtime import check_tta
 
 TRANSFORM_KEYS = ("train_transforms", "val_transforms")
 
@@ -80,6 +81,10 @@ def validate(cfg: DictConfig) -> None:
         _check_trainer(cfg.trainer)
     if cfg.get("scheduler"):
         _check_scheduler(cfg.scheduler)
+    try:
+        check_tta(cfg.get("tta"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if cfg.get("seed") is not None:
         require_int("seed", cfg.seed, minimum=0, maximum=2**32 - 1)  # the range numpy's seed takes
     if cfg.get("ckpt_path"):
@@ -293,9 +298,10 @@ def _check_loss(loss: DictConfig, data: DictConfig | None) -> None:
     smoothing = loss.get("label_smoothing", 0.0)
     if isinstance(smoothing, bool) or not isinstance(smoothing, Real) or not 0 <= smoothing < 1:
         raise ConfigError(f"loss.label_smoothing={smoothing}: expected a number in [0, 1)")
-    dice = loss.get("dice_weight", 0.0)
-    if isinstance(dice, bool) or not isinstance(dice, Real) or not 0 <= dice < math.inf:
-        raise ConfigError(f"loss.dice_weight={dice}: expected a finite number >= 0")
+    for key in ("dice_weight", "lovasz_weight"):
+        weight = loss.get(key, 0.0)
+        if isinstance(weight, bool) or not isinstance(weight, Real) or not 0 <= weight < math.inf:
+            raise ConfigError(f"loss.{key}={weight}: expected a finite number >= 0")
 
 
 def _require_positive(key: str, value: Any) -> None:

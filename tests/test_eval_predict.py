@@ -1,4 +1,6 @@
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 import segkit.eval
-from segkit.checkpoints import read_training_config
-from segkit.module import load_module
-from segkit.checkpoints import CheckpointError
+from segkit.checkpoints import CheckpointError, read_training_config
 from segkit.config import CONFIG_DIR
 from segkit.data import InvalidFileError, MissingFileError, ShapesDataModule
 from segkit.data.io import read_mask_png
@@ -22,9 +22,10 @@ from segkit.data.palettes import TRIMAP_COLORMAP
 from segkit.deploy import export
 from segkit.evaluation import check_overrides, evaluate, register_checkpoint_data
 from segkit.image_files import read_image
+from segkit.module import load_module
 from segkit.prediction import Predictor, predict, window_starts
-from segkit.runtime import OnnxSegmenter, list_images
 from segkit.run import train
+from segkit.runtime import OnnxSegmenter, list_images
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets
@@ -143,6 +144,25 @@ def test_eval_tta_flip_scores_the_mean_of_each_image_and_its_mirror(best, tmp_pa
     assert metrics["val/miou"] == pytest.approx(iou.mean().item(), abs=1e-6)
     with pytest.raises(ValueError, match=r"tta='rotate' is not a test-time augmentation; expected one of \[None, 'flip'\]"):
         evaluate(compose_eval(best, "tta=rotate", output_dir=tmp_path / "bad"))
+
+
+def test_training_with_tta_flip_validates_and_picks_its_best_checkpoint_on_flip_averaged_figures(
+    tmp_path, caplog, capsys
+):
+    cfg = compose_train("tta=flip", "trainer.max_epochs=2", output_dir=tmp_path / "run")
+    reported = train(cfg)
+    summary = capsys.readouterr().out
+    best = Path(reported["best_checkpoint"])
+    flipped = evaluate(compose_eval(best, "tta=flip", output_dir=tmp_path / "flip"))
+    with caplog.at_level(logging.WARNING, logger="segkit.evaluation"):
+        plain = evaluate(compose_eval(best, output_dir=tmp_path / "plain"))
+
+    assert reported["tta"] == "flip"
+    assert flipped["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-6)
+    assert flipped["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-6)
+    assert plain["val/miou"] != pytest.approx(reported["val/miou"], abs=1e-6)
+    assert "the training run validated (and picked its best checkpoint) with tta=flip; add tta=flip" in caplog.text
+    assert re.search(r"val/miou \d\.\d{4} .*\(tta=flip\)", summary)
 
 
 def test_eval_command_line_writes_metrics_json(trained, best, tmp_path):

@@ -15,10 +15,16 @@ from lightning.pytorch.callbacks import Timer
 from torch.optim.swa_utils import update_bn
 
 from segkit.callbacks import RecomputeBatchNormStats
+from segkit.losses import (
+    SegmentationLoss,
+    class_weights_from_counts,
+    count_class_pixels,
+    lovasz_softmax_loss,
+    soft_dice_loss,
+)
 from segkit.module import SegmentationModule
-from segkit.losses import SegmentationLoss, class_weights_from_counts, count_class_pixels, soft_dice_loss
-from segkit.schedules import BudgetSchedule, training_progress
 from segkit.run import build, train
+from segkit.schedules import BudgetSchedule, training_progress
 from segkit.validate import ConfigError, validate
 
 from .conftest import compose_train
@@ -112,6 +118,34 @@ def test_soft_dice_loss_matches_a_hand_computed_value_and_leaves_ignored_pixels_
     assert soft_dice_loss(logits, torch.full_like(target, 255), torch.zeros_like(labelled)).item() == 0.0
 
 
+def test_lovasz_softmax_loss_of_confident_predictions_is_one_minus_the_iou_of_each_class_present():
+    # At one-hot probabilities the errors are 0 or 1, and the Lovasz extension of the Jaccard loss at a set's
+    # indicator is the Jaccard loss itself: the mean over the labelled classes of 1 - IoU of the argmax.
+    torch.manual_seed(0)
+    predictions, target = torch.randint(0, 3, (2, 5, 7)), torch.randint(0, 2, (2, 5, 7))  # class 2 unlabelled
+    target[0, 0, :3] = 255
+    logits = F.one_hot(predictions, 3).permute(0, 3, 1, 2).float() * 100
+    labelled = target != 255
+    ious = [((predictions == c) & (target == c) & labelled).sum()
+            / (((predictions == c) | (target == c)) & labelled).sum() for c in (0, 1)]
+    assert lovasz_softmax_loss(logits, target, labelled).item() == pytest.approx(1 - sum(ious).item() / 2, abs=1e-5)
+    assert lovasz_softmax_loss(logits, torch.full_like(target, 255), torch.zeros_like(labelled)).item() == 0.0
+
+
+def test_lovasz_softmax_loss_gradient_moves_probability_towards_the_labels():
+    torch.manual_seed(0)
+    logits, target = torch.randn(1, 3, 6, 6, requires_grad=True), torch.randint(0, 3, (1, 6, 6))
+    lovasz_softmax_loss(logits, target, target != 255).backward()
+    # Lowering the loss raises each pixel's logit of its labelled class relative to the others.
+    step = -logits.grad
+    labelled_class_step = step.gather(1, target.unsqueeze(1)).squeeze(1)
+    assert (labelled_class_step > step.mean(dim=1)).float().mean() > 0.9
+    with torch.no_grad():
+        before = lovasz_softmax_loss(logits, target, target != 255)
+        after = lovasz_softmax_loss(logits + 0.5 * step / step.abs().max(), target, target != 255)
+    assert after < before
+
+
 def test_loss_adds_the_dice_term_and_label_smoothing_to_the_labelled_pixel_cross_entropy():
     torch.manual_seed(0)
     logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
@@ -120,6 +154,9 @@ def test_loss_adds_the_dice_term_and_label_smoothing_to_the_labelled_pixel_cross
     assert plain.item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=255).item())
     with_dice = SegmentationLoss(dice_weight=0.5)(logits, target)
     assert with_dice.item() == pytest.approx(plain.item() + 0.5 * soft_dice_loss(logits, target, target != 255).item())
+    with_lovasz = SegmentationLoss(lovasz_weight=0.5)(logits, target)
+    assert with_lovasz.item() == pytest.approx(
+        plain.item() + 0.5 * lovasz_softmax_loss(logits, target, target != 255).item())
     smoothed = SegmentationLoss(label_smoothing=0.1)(logits, target)
     assert smoothed.item() == pytest.approx(
         F.cross_entropy(logits, target, ignore_index=255, label_smoothing=0.1).item())
@@ -159,6 +196,7 @@ def test_class_weights_computed_from_the_training_masks_reach_the_loss(tmp_path)
     ("loss.class_weights=[1.0,0,1.0]", r"loss.class_weights\[1\]=0: expected a finite number > 0"),
     ("loss.label_smoothing=1.0", r"loss.label_smoothing=1.0: expected a number in \[0, 1\)"),
     ("loss.dice_weight=-1", r"loss.dice_weight=-1: expected a finite number >= 0"),
+    ("loss.lovasz_weight=-0.5", r"loss.lovasz_weight=-0.5: expected a finite number >= 0"),
 ])
 def test_a_bad_loss_setting_is_named_before_anything_is_built(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):

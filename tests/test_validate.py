@@ -1,7 +1,6 @@
 """Bad configs fail when composed, before anything is built, naming the key, the value and what was expected."""
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -93,6 +92,8 @@ BAD_CONFIGS = {
     "poly length": (["scheduler=poly", "scheduler.total_iters=-2"],
                     r"scheduler.total_iters=-2: expected an integer >= 1"),
     "step size": (["scheduler=step", "scheduler.gamma=0"], r"scheduler.gamma=0: expected a finite number > 0"),
+    "test-time augmentation": (["tta=rotate"],
+                               r"tta='rotate' is not a test-time augmentation; expected one of \[None, 'flip'\]"),
     "seed not a number": (["seed=abc"], r"seed=abc: expected an integer from 0 to 4294967295"),
     "batch size": (["data.batch_size=0"], r"data.batch_size=0: expected an integer >= 1"),
     "negative batch size": (["data.batch_size=-8"], r"data.batch_size=-8: expected an integer >= 1"),
