@@ -31,9 +31,9 @@ from matplotlib.figure import Figure  # a Figure of its own draws to files with 
 from torch import nn
 
 from segkit.allocator import keep_freed_memory
+from segkit.callbacks.sweep_summary import summarize_sweep
 from segkit.models import without_pretrained_weights
 from segkit.models.summary import summarize
-from segkit.callbacks.sweep_summary import summarize_sweep
 from segkit.trust import untrusted_entries
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,8 @@ def plot(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> None:
         axis.set_xlabel(label)
         axis.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel(metric)
-    axes[0].legend(loc="lower right")
+    # Outside the panels: inside, it can cover a run's label.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper right")
     figure.suptitle(f"{metric} against cost ({len(rows)} runs)")
     figure.savefig(path, dpi=120)
 
