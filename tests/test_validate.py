@@ -107,7 +107,7 @@ BAD_CONFIGS = {
                          r"data.num_classes=2: PetsDataModule has 3 classes \['pet', 'background', 'border'\]"),
     "callback setting without its object": (["experiment=pets_dsc_segnet", "callbacks=default"],
                                             r"callbacks.ema: expected an object's config with a _target_, or null to "
-                                            r"turn it off; got \{'decay': 0.995\} .*callbacks configs: default, "
+                                            r"turn it off; got \{'decay': 0.9975\} .*callbacks configs: default, "
                                             r"early_stopping, ema$"),
     "logger not an object": (["+logger.csv2=3"], r"logger.csv2: expected an object's config .* got 3"),
     "bad-sample policy": (["data=pets", "data.on_bad_sample=ignore"],
