@@ -27,13 +27,13 @@ from segkit.logs import report
 from segkit.module import SegmentationModule, load_module
 from segkit.onnx_module import onnx_module
 from segkit.run import format_metrics, split_metrics
-from segkit.runtime import check_tta
+from segkit.runtime import build_tta
 
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("ckpt_path", "onnx_path")
 OVERRIDABLE_KEYS = {"data", "trusted_targets", "paths", "trainer.accelerator", "trainer.devices",
-                    "trainer.precision", "show", "tta"}
+                    "trainer.precision", "show", "tta", "tta_scales"}
 OVERRIDABLE_PREFIXES = ("data.", "paths.", "hydra.", "hydra/")
 
 
@@ -52,7 +52,8 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, show, tta, trusted_targets, "
+                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, show, tta, tta_scales, "
+                f"trusted_targets, "
                 f"paths.*, "
                 f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
@@ -101,10 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     onnxruntime on the CPU), on the split `cfg.data.split` of `cfg.data`, written to
     `<paths.output_dir>/metrics.json`. `cfg` is conf/eval.yaml, composed after
     `register_checkpoint_data(ckpt_path)` for a checkpoint."""
-    check_tta(cfg.tta)
-    if cfg.tta is not None and cfg.onnx_path is not None:
-        raise ValueError(f"tta={cfg.tta}: segkit.eval applies test-time augmentation to checkpoints only; "
-                         f"onnx_path={cfg.onnx_path} is scored as exported")
+    tta = build_tta(cfg.tta, cfg.tta_scales)  # checked before anything is loaded
     datamodule = instantiate(cfg.data)
     if cfg.onnx_path is not None:
         if cfg.trainer.accelerator not in ("auto", "cpu"):
@@ -116,14 +114,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         source = {"checkpoint": str(cfg.ckpt_path)}
         module = load_module(cfg.ckpt_path, cfg.trusted_targets)
-        trained_tta = module.segkit_config.get("tta")
-        if trained_tta is not None and trained_tta != cfg.tta:
-            log.warning("tta=%s: the training run validated (and picked its best checkpoint) with tta=%s; "
-                        "add tta=%s to compare with its figures", cfg.tta, trained_tta, trained_tta)
-        module.test_time_augmentation = cfg.tta
+        trained = module.segkit_config
+        trained_tta = build_tta(trained.get("tta"), trained.get("tta_scales"))
+        if trained_tta is not None and trained_tta != tta:
+            log.warning("the training run reported its best checkpoint with test-time augmentation (val/* of its "
+                        "metrics.json) and without it (without_tta); add %s to compare with the first",
+                        trained_tta.overrides())
         precision = cfg.trainer.precision or module.segkit_config.get("trainer", {}).get("precision")
         trainer = instantiate(cfg.trainer, precision=precision)
     _check_classes(module, datamodule, next(iter(source.values())))
+    module.test_time_augmentation = tta  # an export's spatial size is dynamic: its views are a checkpoint's
     # The normalisation of training: the data config's own, or else the network's.
     datamodule.use_normalisation_of(module.net)
     # Lightning's test loop reads the datamodule's `split`; its results are renamed after that split.
@@ -137,6 +137,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": type(datamodule).__name__,
         **source,
         "tta": cfg.tta,
+        "tta_scales": list(tta.scales) if tta is not None else None,
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:

@@ -145,7 +145,7 @@ def stored_samples_with_predictions(module: SegmentationModule, dataset: Transfo
     each with the module's predicted class ids at that size. The network sees each sample through the dataset's own
     pipeline, as the loop it pictures does, and its logits are resized back to the stored size (bilinear, as
     segkit.predict does): pictures show images at their own size and aspect ratio, not as the network was fed.
-    With `module.test_time_augmentation == "flip"` the prediction is the flip-averaged one that segkit.eval scores."""
+    With `module.test_time_augmentation` set the prediction averages its views, as segkit.eval scores it."""
     images, truths, predictions = [], [], []
     device = next(module.parameters(), torch.empty(0)).device
     was_training = module.training
@@ -156,8 +156,7 @@ def stored_samples_with_predictions(module: SegmentationModule, dataset: Transfo
             fed = dataset.pipeline(image=image, mask=truth)
             batch, _ = collate([(fed["image"], fed["mask"].long())])
             batch = batch.to(device)
-            logits = (module.flip_averaged_log_probabilities(batch) if module.test_time_augmentation == "flip"
-                      else module(batch))
+            logits = module.predict_logits(batch)
             logits = logits[..., : fed["image"].shape[-2], : fed["image"].shape[-1]].float()
             logits = F.interpolate(logits, size=truth.shape[:2], mode="bilinear", align_corners=False)
             images.append(image)

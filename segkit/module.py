@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
@@ -25,6 +26,7 @@ from segkit.schedules import BudgetSchedule, training_progress
 
 if TYPE_CHECKING:
     from segkit.distill import Distillation
+    from segkit.runtime import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +131,9 @@ class SegmentationModule(L.LightningModule):
         self.segkit_config: dict[str, Any] | None = None
         # The last epoch's confusion matrix of each stage ("train", "val", "test"), for callbacks to draw.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
-        # "flip": the validation and test loops score the mean of the image's and its mirror's softmax (training's
-        # `tta=flip`, segkit.eval's `tta=flip`); the training steps never average.
-        self.test_time_augmentation: str | None = None
+        # The views whose softmax the validation and test loops average (segkit.eval's `tta` and `tta_scales`, and
+        # the final evaluation of a training run); None: each image once. The training steps never average.
+        self.test_time_augmentation: TestTimeAugmentation | None = None
         # A teacher whose soft predictions join the training loss (segkit.distill; `segkit.train.build` sets it
         # from distill.teacher). Not a submodule: its weights stay out of this module's parameters and checkpoints.
         self.distillation: Distillation | None = None
@@ -162,19 +164,34 @@ class SegmentationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))
 
-    def flip_averaged_log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """The log of the mean softmax of `images` and of their mirror images (flipped back): logits of the
-        flip test-time augmentation, which the loss and the metrics take as they take the network's."""
-        probabilities = (self(images).softmax(dim=1) + self(images.flip(-1)).flip(-1).softmax(dim=1)) / 2
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's logits of `images`, or with `test_time_augmentation` set, the log of the mean softmax over
+        its views (each resized back bilinearly, mirrored ones flipped back), which the loss and the metrics take as
+        they take the network's logits."""
+        tta = self.test_time_augmentation
+        if tta is None:
+            return self(images)
+        size = images.shape[-2:]
+        views = tta.views()
+        probabilities = sum(self._view_probabilities(images, tta.size(size, scale), mirrored)
+                            for scale, mirrored in views) / len(views)
         return probabilities.clamp(min=torch.finfo(probabilities.dtype).tiny).log()
+
+    def _view_probabilities(self, images: torch.Tensor, size: tuple[int, int], mirrored: bool) -> torch.Tensor:
+        """The softmax of `images` fed to the network at `size` (and mirrored), at the images' own size."""
+        view = images if size == images.shape[-2:] else F.interpolate(images, size=size, mode="bilinear",
+                                                                      align_corners=False)
+        logits = self(view.flip(-1)).flip(-1) if mirrored else self(view)
+        if size != images.shape[-2:]:
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.softmax(dim=1)
 
     def _step(
         self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, loss_mean: MeanMetric,
-        tta: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's loss and predicted class ids (N x H x W), both added to the stage's epoch figures."""
         images, masks = batch
-        logits = self.flip_averaged_log_probabilities(images) if tta == "flip" else self(images)
+        logits = self(images) if self.training else self.predict_logits(images)
         loss = self.criterion(logits, masks)
         if self.distillation is not None and self.training:
             loss = self.distillation.loss(loss, logits, images, masks)
@@ -204,10 +221,10 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # The predictions reach callbacks' on_validation_batch_end (the dashboard draws some).
-        return self._step(batch, self.val_metrics, self.val_loss, self.test_time_augmentation)[1]
+        return self._step(batch, self.val_metrics, self.val_loss)[1]
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, self.test_metrics, self.test_loss, self.test_time_augmentation)
+        self._step(batch, self.test_metrics, self.test_loss)
 
     def _log_epoch_metrics(self, metrics: MetricCollection, loss_mean: MeanMetric, loss_name: str) -> None:
         """Logs the set's mean loss, mIoU, pixel accuracy and one IoU per class, then starts the next epoch afresh."""

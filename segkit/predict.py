@@ -2,7 +2,7 @@
 image's own size, from a trained checkpoint or its ONNX export.
 
     python -m segkit.predict ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt input=photos/ output=masks/
-    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip
+    python -m segkit.predict ckpt_path=... input=[a.jpg,b.png] tta=flip [tta_scales=[0.75,1.0]]
     python -m segkit.predict ckpt_path=<trained on crops> input=scan.tif sliding_window=true   # docs/eval.md
     python -m segkit.predict onnx_path=model.int8.onnx input=photos/       # through segkit.runtime (onnxruntime)
 

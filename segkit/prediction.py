@@ -20,7 +20,7 @@ from segkit.checkpoints import training_datamodule
 from segkit.data import SegmentationDataModule
 from segkit.figures import legend_figure, save
 from segkit.module import SegmentationModule, load_module
-from segkit.runtime import OnnxSegmenter, check_tta, segment_files
+from segkit.runtime import OnnxSegmenter, TestTimeAugmentation, build_tta, segment_files
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class Predictor:
     bilinearly. `sliding_window=True` predicts at the image's own scale instead, in windows of
     `image_size` overlapping by `window_overlap`, averaging the logits where windows overlap (images
     smaller than a window are padded). `tta="flip"` averages the softmax of the image and of its
-    horizontal mirror.
+    horizontal mirror; `tta_scales` (e.g. [0.75, 1.0]) the softmax of the image resized to each multiple of
+    `image_size`, and of each one's mirror with `tta="flip"`.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class Predictor:
         data: SegmentationDataModule,
         image_size: Sequence[int] | None = None,
         tta: str | None = None,
+        tta_scales: Sequence[float] | None = None,
         sliding_window: bool = False,
         window_overlap: float = 0.5,
         batch_size: int = 8,
@@ -68,7 +70,10 @@ class Predictor:
             raise ValueError(f"{type(data).__name__} has no image_size to predict at; set image_size=[height,width]")
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be [height, width], got {list(image_size)}")
-        check_tta(tta)
+        tta_views = build_tta(tta, tta_scales)
+        if sliding_window and tta_views is not None and tta_views.scales != (1.0,):
+            raise ValueError(f"tta_scales={list(tta_views.scales)} with sliding_window=true: windows see each image at "
+                             f"its own scale; use one or the other")
         if not 0 <= window_overlap < 1:
             raise ValueError(f"window_overlap must be in [0, 1), a fraction of the window, got {window_overlap}")
         if batch_size < 1:
@@ -77,12 +82,15 @@ class Predictor:
         self.device = torch.device(device)
         self.num_classes = module.hparams.num_classes
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.tta = tta
+        self.tta = tta_views
         self.sliding_window = sliding_window
         self.strides = tuple(max(1, round(side * (1 - window_overlap))) for side in self.image_size)
         self.batch_size = batch_size
-        # The data's own pipelines, so normalisation (and resizing, cv2 bilinear) are those of training.
-        self.resize_and_normalise = data.pipeline([A.Resize(*self.image_size)])
+        # The data's own pipelines, so normalisation (and resizing, cv2 bilinear) are those of training; one per
+        # size the network is fed at.
+        scales = tta_views.scales if tta_views else (1.0,)
+        self.resize_and_normalise = {size: data.pipeline([A.Resize(*size)])
+                                     for size in {TestTimeAugmentation.size(self.image_size, scale) for scale in scales}}
         self.normalise = data.pipeline([])
         self.colormap = data.colormap
         self.class_names = module.class_names
@@ -106,12 +114,13 @@ class Predictor:
         with torch.inference_mode():
             return self.module(images.to(self.device)).float()
 
-    def logits(self, image: np.ndarray) -> torch.Tensor:
-        """C x H x W logits of `image` at its own size (H x W), without test-time augmentation."""
+    def logits(self, image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """C x H x W logits of `image` at its own size (H x W), the network fed it resized to `size` (one of
+        the TTA's sizes; default `image_size`), without test-time augmentation."""
         height, width = image.shape[:2]
         if self.sliding_window:
             return self._sliding_window_logits(self.normalise(image=image)["image"])
-        logits = self._forward(self.resize_and_normalise(image=image)["image"][None])
+        logits = self._forward(self.resize_and_normalise[size or self.image_size](image=image)["image"][None])
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits[0]
@@ -136,11 +145,16 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> torch.Tensor:
         """C x H x W class probabilities of `image`, averaged over the test-time augmentation's views."""
-        probabilities = self.logits(image).softmax(dim=0)
-        if self.tta == "flip":
-            mirrored = self.logits(np.ascontiguousarray(image[:, ::-1])).softmax(dim=0)
-            probabilities = (probabilities + mirrored.flip(-1)) / 2
-        return probabilities
+        if self.tta is None:
+            return self.logits(image).softmax(dim=0)
+        views = self.tta.views()
+        return sum(self._view_probabilities(image, scale, mirrored) for scale, mirrored in views) / len(views)
+
+    def _view_probabilities(self, image: np.ndarray, scale: float, mirrored: bool) -> torch.Tensor:
+        size = self.tta.size(self.image_size, scale)
+        if not mirrored:
+            return self.logits(image, size).softmax(dim=0)
+        return self.logits(np.ascontiguousarray(image[:, ::-1]), size).softmax(dim=0).flip(-1)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """H x W uint8 class ids of `image`."""
@@ -159,11 +173,12 @@ def predict(cfg: DictConfig) -> list[Path]:
                              "images only")
         if cfg.device not in ("auto", "cpu"):
             raise ValueError(f"device={cfg.device}: onnx_path=... runs on onnxruntime's CPU provider; use device=cpu")
-        segmenter = OnnxSegmenter(cfg.onnx_path, image_size=cfg.image_size, tta=cfg.tta)
+        segmenter = OnnxSegmenter(cfg.onnx_path, image_size=cfg.image_size, tta=cfg.tta, tta_scales=cfg.tta_scales)
     else:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         segmenter = Predictor.from_checkpoint(cfg.ckpt_path, cfg.trusted_targets, image_size=cfg.image_size,
-                                              tta=cfg.tta, sliding_window=cfg.sliding_window,
+                                              tta=cfg.tta, tta_scales=cfg.tta_scales,
+                                              sliding_window=cfg.sliding_window,
                                               window_overlap=cfg.window_overlap, batch_size=cfg.batch_size,
                                               device=device)
     written = segment_files(segmenter, segmenter.colormap, inputs, cfg.output, cfg.overlays, cfg.overlay_alpha)

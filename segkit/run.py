@@ -25,7 +25,7 @@ from segkit.lr_finder import find_lr
 from segkit.models import count_parameters
 from segkit.models.summary import summarize
 from segkit.module import SegmentationModule
-from segkit.runtime import check_tta
+from segkit.runtime import build_tta
 from segkit.validate import validate
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def build(cfg: DictConfig) -> Run:
     )
     module.distillation = build_distillation(to_plain(cfg.get("distill")), module.hparams.num_classes,
                                              cfg.data.ignore_index, cfg.get("trusted_targets") or ())
-    module.test_time_augmentation = check_tta(cfg.get("tta"))
+    build_tta(cfg.get("tta"), cfg.get("tta_scales"))  # a bad one fails before training (lr_find and bench build
+    # without validate)
     module.segkit_config = to_plain(cfg)
     datamodule.use_normalisation_of(module.net)
     loggers = _instantiate_all(cfg.get("logger"))
@@ -114,6 +115,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.loggers = []
         results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint, verbose=False,
                                    weights_only=True)[0]
+        # With test-time augmentation the run reports the best checkpoint's figures with it too. Only here: the
+        # validations of training stay single views, cheap, and pick the best checkpoint on them.
+        tta = build_tta(cfg.get("tta"), cfg.get("tta_scales"))
+        without_tta = None
+        if tta is not None:
+            without_tta, run.module.test_time_augmentation = results, tta
+            results = trainer.validate(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint,
+                                       verbose=False, weights_only=True)[0]
         log_run_summary(run.loggers, {**results, **efficiency, "best_checkpoint": best_checkpoint})
     finally:
         close_loggers(run.loggers)
@@ -124,7 +133,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
-        "tta": run.module.test_time_augmentation,
+        "tta": cfg.get("tta"),
+        "tta_scales": list(tta.scales) if tta is not None else None,
+        **({"without_tta": split_metrics(without_tta, run.module.class_names, "val")} if without_tta else {}),
         "skipped_samples": run.datamodule.skipped,  # bad files passed over with data.on_bad_sample=skip
         "output_dir": str(output_dir),
     }
@@ -171,10 +182,14 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], metrics_p
     macs = f", {metrics['macs'] / 1e9:.2f} GMACs at {'x'.join(map(str, metrics['macs_image_size']))}" if "macs" in metrics else ""
     skipped = metrics["skipped_samples"]
     skipped_lines = [f"  skipped {sum(skipped.values())} bad samples {skipped}: see the warnings in the log"]
+    tta = ""
+    if "without_tta" in metrics:
+        tta = f"   (test-time augmentation: {build_tta(metrics['tta'], metrics['tta_scales']).overrides()})"
     return "\n".join(
         [
             f"segkit: {model_name} on {data_name}, {metrics['epochs']} epochs, {metrics['params']:,} parameters{macs}",
-            f"  {format_metrics(metrics, 'val')}" + (f"   (tta={metrics['tta']})" if metrics["tta"] else ""),
+            f"  {format_metrics(metrics, 'val')}{tta}",
+            *([f"  without test-time augmentation: {format_metrics(metrics['without_tta'], 'val')}"] if tta else []),
             *(skipped_lines if any(skipped.values()) else []),
             f"  best checkpoint: {metrics['best_checkpoint']}" if metrics["best_checkpoint"] else
             "  no best checkpoint (no epoch validated, or no model_checkpoint callback): the figures are the last "

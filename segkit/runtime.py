@@ -8,7 +8,7 @@ onnxruntime (and the standard library), never torch or Lightning, so a deploymen
 size, the size divisor, the precision and segkit's version. `OnnxSegmenter` preprocesses as
 `segkit.predict` does by default: the image is resized (bilinear, cv2's sampling) to the training size,
 normalised, and the logits are resized back to the image's size; `tta="flip"` averages the softmax of
-the image and of its mirror.
+the image and of its mirror, `tta_scales` the softmax at several multiples of the training size.
 """
 
 from __future__ import annotations
@@ -42,6 +42,62 @@ def check_tta(tta: str | None) -> str | None:
     if tta not in TTA_MODES:
         raise ValueError(f"tta={tta!r} is not a test-time augmentation; expected one of {list(TTA_MODES)}")
     return tta
+
+
+def check_tta_scales(scales: Sequence[float] | None) -> tuple[float, ...]:
+    """`tta_scales` as a tuple of distinct positive factors ((1.0,) for None); else a ValueError naming the value."""
+    if scales is None:
+        return (1.0,)
+    expected = "expected a list of distinct positive scale factors, e.g. [0.75, 1.0]"
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:
+        raise ValueError(f"tta_scales={scales!r}: {expected}")
+    if any(isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf")
+           for scale in scales):
+        raise ValueError(f"tta_scales={list(scales)}: {expected}")
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"tta_scales={list(scales)} names a scale twice: {expected}")
+    return tuple(float(scale) for scale in scales)
+
+
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """The views whose class probabilities are averaged at test time (mmseg's "aug test"): the network's input
+    resized by each of `scales`, and with `flip` the mirror image of each, its prediction flipped back. segkit's
+    networks take any input size (SegNet unpools to the size before each pooling).
+
+    Written here rather than taken from ttach: the same views must run in onnxruntime without torch."""
+
+    __test__ = False  # a class named Test* that pytest must not collect
+
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+
+    def views(self) -> list[tuple[float, bool]]:
+        """(scale, mirrored) of every view, in order."""
+        return [(scale, mirrored) for scale in self.scales for mirrored in ((False, True) if self.flip else (False,))]
+
+    @staticmethod
+    def size(size: Sequence[int], scale: float) -> tuple[int, int]:
+        """The (height, width) the network sees at `scale` for an input of `size`: each side times the scale,
+        rounded."""
+        height, width = (max(1, round(side * scale)) for side in size)
+        return height, width
+
+    def overrides(self) -> str:
+        """The command-line settings that select it, e.g. `tta=flip tta_scales=[0.75,1]`."""
+        scales = f"tta_scales=[{','.join(f'{scale:g}' for scale in self.scales)}]" if self.scales != (1.0,) else ""
+        return " ".join(setting for setting in ("tta=flip" if self.flip else "", scales) if setting)
+
+
+def build_tta(tta: str | None, scales: Sequence[float] | None = None) -> TestTimeAugmentation | None:
+    """The test-time augmentation that `tta` (None or "flip") and `tta_scales` describe; None for a single view."""
+    flip = check_tta(tta) == "flip"
+    scales = check_tta_scales(scales)
+    if not flip and scales == (1.0,):
+        return None
+    return TestTimeAugmentation(flip, scales)
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -144,8 +200,8 @@ class OnnxSegmenter:
     training size the network sees."""
 
     def __init__(self, path: str | Path, image_size: Sequence[int] | None = None, tta: str | None = None,
-                 threads: int | None = None) -> None:
-        check_tta(tta)
+                 threads: int | None = None, tta_scales: Sequence[float] | None = None) -> None:
+        self.tta = build_tta(tta, tta_scales)  # checked before the file is opened
         self.path = Path(path)
         self.session = inference_session(self.path, threads)
         self.metadata = read_metadata(self.session, self.path)
@@ -153,29 +209,35 @@ class OnnxSegmenter:
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be [height, width], got {list(image_size)}")
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.tta = tta
         self.colormap = np.asarray(self.metadata.colormap, dtype=np.uint8)
         self.mean = np.asarray(self.metadata.mean, dtype=np.float32) * 255
         self.std = np.asarray(self.metadata.std, dtype=np.float32) * 255
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """1 x 3 x h x w float32 network input: resized to `image_size` and normalised, as training did."""
+    def preprocess(self, image: np.ndarray, size: Sequence[int] | None = None) -> np.ndarray:
+        """1 x 3 x h x w float32 network input: resized to `size` (default `image_size`) and normalised, as
+        training did."""
         # Rounded back to uint8 levels, as cv2 resizes uint8 images in the training pipeline.
-        resized = resize_bilinear(image.astype(np.float32), self.image_size).round().clip(0, 255)
+        resized = resize_bilinear(image.astype(np.float32), size or self.image_size).round().clip(0, 255)
         return ((resized - self.mean) / self.std).transpose(2, 0, 1)[None].astype(np.float32)
 
-    def logits(self, image: np.ndarray) -> np.ndarray:
-        """C x H x W logits of `image` at its own size (H x W), without test-time augmentation."""
-        (logits,) = self.session.run(["logits"], {"images": self.preprocess(image)})
+    def logits(self, image: np.ndarray, size: Sequence[int] | None = None) -> np.ndarray:
+        """C x H x W logits of `image` at its own size (H x W), the network fed it at `size` (default
+        `image_size`), without test-time augmentation."""
+        (logits,) = self.session.run(["logits"], {"images": self.preprocess(image, size)})
         return resize_bilinear(logits[0].transpose(1, 2, 0), image.shape[:2]).transpose(2, 0, 1)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """C x H x W class probabilities of `image`, averaged over the test-time augmentation's views."""
-        probabilities = softmax(self.logits(image))
-        if self.tta == "flip":
-            mirrored = softmax(self.logits(np.ascontiguousarray(image[:, ::-1])))
-            probabilities = (probabilities + mirrored[:, :, ::-1]) / 2
-        return probabilities
+        if self.tta is None:
+            return softmax(self.logits(image))
+        views = self.tta.views()
+        return sum(self._view_probabilities(image, scale, mirrored) for scale, mirrored in views) / len(views)
+
+    def _view_probabilities(self, image: np.ndarray, scale: float, mirrored: bool) -> np.ndarray:
+        size = self.tta.size(self.image_size, scale)
+        if not mirrored:
+            return softmax(self.logits(image, size))
+        return softmax(self.logits(np.ascontiguousarray(image[:, ::-1]), size))[:, :, ::-1]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """H x W uint8 class ids of `image`."""
@@ -270,9 +332,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-overlays", dest="overlays", action="store_false")
     parser.add_argument("--overlay-alpha", type=float, default=0.5)
     parser.add_argument("--tta", choices=["flip"], default=None)
+    parser.add_argument("--tta-scales", type=float, nargs="+", default=None, metavar="SCALE",
+                        help="also average the prediction at these multiples of the input size, e.g. 0.75 1")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     args = parser.parse_args(argv)
-    segmenter = OnnxSegmenter(args.onnx_path, tta=args.tta, threads=args.threads)
+    segmenter = OnnxSegmenter(args.onnx_path, tta=args.tta, threads=args.threads, tta_scales=args.tta_scales)
     segment_files(segmenter, segmenter.colormap, args.inputs, args.output, args.overlays, args.overlay_alpha)
 
 

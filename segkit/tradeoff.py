@@ -3,7 +3,8 @@
     python -m segkit.train -m model=dsc_segnet,segnet,segnet_mobilenetv2 experiment=pets_dsc_segnet data.root=...
     python -m segkit.tradeoff multirun/2026-12-02/14-00-00
 
-For every finished job of the sweep (its metrics.json): the metric (default val/miou) against GMACs per
+For every finished job of the sweep (its metrics.json): the metric (default val/miou; for a run with test-time
+augmentation its figure without it, `without_tta`, as the costs are of one forward pass) against GMACs per
 image and parameters (`segkit.models.summary.summarize` at the run's data.image_size) and CPU latency at batch 1,
 each network built from the run's config.yaml and timed in eval mode in this one process, in turns (one
 forward of each network per round), so a busy spell of a shared machine slows every model alike. The
@@ -93,6 +94,12 @@ def read_runs(sweep_dir: Path, metric: str, trusted_targets: Iterable[str] = ())
                         metric, row["status"])
             continue
         job_dir = sweep_dir / row["job"]
+        score = row[metric]
+        if row.get(f"without_tta.{metric}") is not None:
+            # The costs are those of one forward pass: so is the figure they are set against.
+            score = row[f"without_tta.{metric}"]
+            log.info("job %s reported %s with test-time augmentation (%.4f); the trade-off takes its figure without it "
+                     "(%.4f), as the costs are of one forward pass", row["job"], metric, row[metric], score)
         config = _run_config(job_dir, trusted_targets)
         image_size = (config.get("data") or {}).get("image_size")
         if not image_size:
@@ -101,7 +108,7 @@ def read_runs(sweep_dir: Path, metric: str, trusted_targets: Iterable[str] = ())
         # Eager and from scratch: the cost of the network itself, whatever compile and initial weights it trained with.
         net = instantiate({**without_pretrained_weights(config["model"]), "compile": False})
         memory_format = torch.channels_last if config.get("channels_last") else torch.contiguous_format
-        runs.append(Run(row["job"], config["model"].get("name", row["job"]), float(row[metric]), list(image_size),
+        runs.append(Run(row["job"], config["model"].get("name", row["job"]), float(score), list(image_size),
                         net.to(memory_format=memory_format).eval(), memory_format))
     if not runs:
         raise ValueError(f"{sweep_dir}: no job with {metric} in its metrics.json (is it a segkit.train -m sweep folder?)")

@@ -35,7 +35,7 @@ from segkit.data.files import check_on_bad_sample
 from segkit.extras import MissingExtraError, require
 from segkit.losses import CLASS_WEIGHTINGS
 from segkit.models import ENCODERS, without_pretrained_weights
-from segkit.runtime import check_tta
+from segkit.runtime import build_tta
 
 TRANSFORM_KEYS = ("train_transforms", "val_transforms")
 
@@ -82,7 +82,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("scheduler"):
         _check_scheduler(cfg.scheduler)
     try:
-        check_tta(cfg.get("tta"))
+        build_tta(cfg.get("tta"), cfg.get("tta_scales"))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if cfg.get("seed") is not None:

@@ -3,11 +3,13 @@ import logging
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,7 +27,8 @@ from segkit.image_files import read_image
 from segkit.module import load_module
 from segkit.prediction import Predictor, predict, window_starts
 from segkit.run import train
-from segkit.runtime import OnnxSegmenter, list_images
+from segkit.runtime import OnnxSegmenter, build_tta, list_images
+from segkit.runtime import main as runtime_main
 
 from .conftest import compose_train
 from .official_layouts import require_shared_pets, write_decompression_bomb, write_pets
@@ -126,43 +129,90 @@ def test_eval_data_split_train_evaluates_the_training_samples(best, tmp_path):
     assert metrics["train/miou"] == pytest.approx(np.mean(list(metrics["train/iou_per_class"].values())))
 
 
-def test_eval_tta_flip_scores_the_mean_of_each_image_and_its_mirror(best, tmp_path):
-    metrics = evaluate(compose_eval(best, "tta=flip", output_dir=tmp_path / "tta"))
-    module = load_module(best)
-    datamodule = instantiate(compose_eval(best, output_dir=tmp_path / "by_hand").data)
+def miou_by_hand(checkpoint: Path, probabilities: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+                 tmp_path: Path) -> float:
+    """The mIoU of `probabilities(module, images)` over the checkpoint's validation split, computed here."""
+    module = load_module(checkpoint)
+    datamodule = instantiate(compose_eval(checkpoint, output_dir=tmp_path / "by_hand").data)
     datamodule.use_normalisation_of(module.net)
     datamodule.setup("test")
     confmat = torch.zeros(3, 3, dtype=torch.long)
     with torch.no_grad():
         for images, masks in datamodule.test_dataloader():
-            mirrored = module(images.flip(-1)).flip(-1).softmax(dim=1)
-            predictions = ((module(images).softmax(dim=1) + mirrored) / 2).argmax(dim=1)
+            predictions = probabilities(module, images).argmax(dim=1)
             labelled = masks != 255
             confmat += torch.bincount(masks[labelled] * 3 + predictions[labelled], minlength=9).reshape(3, 3)
-    iou = confmat.diag() / (confmat.sum(0) + confmat.sum(1) - confmat.diag())
+    return (confmat.diag() / (confmat.sum(0) + confmat.sum(1) - confmat.diag())).mean().item()
+
+
+def test_eval_tta_flip_scores_the_mean_of_each_image_and_its_mirror(best, tmp_path):
+    metrics = evaluate(compose_eval(best, "tta=flip", output_dir=tmp_path / "tta"))
+
+    def flip_averaged(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return (module(images).softmax(dim=1) + module(images.flip(-1)).flip(-1).softmax(dim=1)) / 2
+
     assert metrics["tta"] == "flip"
-    assert metrics["val/miou"] == pytest.approx(iou.mean().item(), abs=1e-6)
+    assert metrics["val/miou"] == pytest.approx(miou_by_hand(best, flip_averaged, tmp_path), abs=1e-6)
     with pytest.raises(ValueError, match=r"tta='rotate' is not a test-time augmentation; expected one of \[None, 'flip'\]"):
         evaluate(compose_eval(best, "tta=rotate", output_dir=tmp_path / "bad"))
 
 
-def test_training_with_tta_flip_validates_and_picks_its_best_checkpoint_on_flip_averaged_figures(
+def test_eval_tta_scales_averages_the_softmax_at_each_scale_resized_back(best, tmp_path):
+    metrics = evaluate(compose_eval(best, "tta_scales=[0.5,1.0]", "show=2", output_dir=tmp_path / "tta"))
+
+    def scale_averaged(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        assert images.shape[-2:] == WINDOW  # so scale 0.5 feeds the network 16x16
+        half = module(F.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False))
+        half = F.interpolate(half, size=WINDOW, mode="bilinear", align_corners=False).softmax(dim=1)
+        return (module(images).softmax(dim=1) + half) / 2
+
+    miou = miou_by_hand(best, scale_averaged, tmp_path)
+    assert metrics["tta"] is None and metrics["tta_scales"] == [0.5, 1.0]
+    assert metrics["val/miou"] == pytest.approx(miou, abs=1e-6)
+    assert (tmp_path / "tta" / "gallery.png").is_file()  # drawn from the same averaged predictions
+    for bad, expected in [("[0.5,-1]", r"tta_scales=\[0.5, -1\]: expected a list of distinct positive scale factors"),
+                          ("[1,1.0]", r"tta_scales=\[1, 1.0\] names a scale twice"),
+                          ("0.75", r"tta_scales=0.75: expected a list")]:
+        with pytest.raises(ValueError, match=expected):
+            evaluate(compose_eval(best, f"tta_scales={bad}", output_dir=tmp_path / "bad"))
+
+
+def test_tta_views_and_the_sizes_the_network_sees_at_each_scale():
+    tta = build_tta("flip", [0.75, 1.0, 0.875, 0.001])
+    assert tta.views() == [(0.75, False), (0.75, True), (1.0, False), (1.0, True), (0.875, False), (0.875, True),
+                           (0.001, False), (0.001, True)]
+    assert tta.size((128, 128), 0.75) == (96, 96)
+    assert tta.size((128, 128), 0.875) == (112, 112)
+    assert tta.size((375, 500), 0.75) == (281, 375)
+    assert tta.size((375, 500), 1.0) == (375, 500)
+    assert tta.size((128, 128), 0.001) == (1, 1)
+    assert tta.overrides() == "tta=flip tta_scales=[0.75,1,0.875,0.001]"
+    assert build_tta(None, None) is None and build_tta(None, [1.0]) is None
+    assert build_tta("flip", None).overrides() == "tta=flip"
+
+
+def test_training_with_tta_picks_its_best_checkpoint_plainly_and_reports_it_with_and_without_tta(
     tmp_path, caplog, capsys
 ):
-    cfg = compose_train("tta=flip", "trainer.max_epochs=2", output_dir=tmp_path / "run")
+    cfg = compose_train("tta=flip", "tta_scales=[0.5,1.0]", "trainer.max_epochs=2", output_dir=tmp_path / "run")
     reported = train(cfg)
     summary = capsys.readouterr().out
     best = Path(reported["best_checkpoint"])
-    flipped = evaluate(compose_eval(best, "tta=flip", output_dir=tmp_path / "flip"))
+    augmented = evaluate(compose_eval(best, "tta=flip", "tta_scales=[0.5,1.0]", output_dir=tmp_path / "tta"))
     with caplog.at_level(logging.WARNING, logger="segkit.evaluation"):
         plain = evaluate(compose_eval(best, output_dir=tmp_path / "plain"))
 
-    assert reported["tta"] == "flip"
-    assert flipped["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-6)
-    assert flipped["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-6)
+    assert reported["tta"] == "flip" and reported["tta_scales"] == [0.5, 1.0]
+    assert augmented["val/miou"] == pytest.approx(reported["val/miou"], abs=1e-6)
+    assert augmented["val/iou_per_class"] == pytest.approx(reported["val/iou_per_class"], abs=1e-6)
+    assert plain["val/miou"] == pytest.approx(reported["without_tta"]["val/miou"], abs=1e-6)
+    assert plain["val/iou_per_class"] == pytest.approx(reported["without_tta"]["val/iou_per_class"], abs=1e-6)
     assert plain["val/miou"] != pytest.approx(reported["val/miou"], abs=1e-6)
-    assert "the training run validated (and picked its best checkpoint) with tta=flip; add tta=flip" in caplog.text
-    assert re.search(r"val/miou \d\.\d{4} .*\(tta=flip\)", summary)
+    # The validations of training scored single views: the best checkpoint's name carries the plain figure.
+    assert best.name.endswith(f"miou{plain['val/miou']:.4f}.ckpt")
+    assert "add tta=flip tta_scales=[0.5,1] to compare" in caplog.text
+    assert re.search(r"val/miou \d\.\d{4} .*\(test-time augmentation: tta=flip tta_scales=\[0.5,1\]\)", summary)
+    assert f"without test-time augmentation: val/miou {plain['val/miou']:.4f}" in summary
 
 
 def test_eval_command_line_writes_metrics_json(trained, best, tmp_path):
@@ -312,6 +362,17 @@ def test_flip_tta_averages_the_image_and_its_mirror(best):
     assert tta(image).shape == (40, 56)
 
 
+def test_tta_scales_average_the_predictions_at_each_multiple_of_the_training_size(best):
+    image = random_image(40, 56, seed=6)
+    # TINY trains at 32x32: scale 1.5 feeds the network 48x48.
+    scales = Predictor.from_checkpoint(best, tta="flip", tta_scales=[1.5, 1.0])
+    views = [Predictor.from_checkpoint(best, image_size=size, tta="flip") for size in [(48, 48), WINDOW]]
+    torch.testing.assert_close(scales.probabilities(image), sum(view.probabilities(image) for view in views) / 2)
+    assert not torch.allclose(views[0].probabilities(image), views[1].probabilities(image), atol=1e-3)
+    with pytest.raises(ValueError, match=r"tta_scales=\[0.5, 1.0\] with sliding_window=true"):
+        Predictor.from_checkpoint(best, tta_scales=[0.5, 1.0], sliding_window=True)
+
+
 def test_predict_names_a_decompression_bomb(best, tmp_path):
     bomb = tmp_path / "huge.png"
     write_decompression_bomb(bomb)
@@ -374,6 +435,12 @@ def test_eval_of_the_onnx_exports_reproduces_the_checkpoints_metrics(trained, ex
     assert json.loads((tmp_path / "fp32" / "metrics.json").read_text()) == fp32
     int8 = evaluate(compose_onnx_eval(exports["int8"], *TINY_DATA, output_dir=tmp_path / "int8"))
     assert int8["val/miou"] == pytest.approx(fp32["val/miou"], abs=0.02)
+    # Test-time augmentation of an export: its views at other sizes, as a checkpoint's.
+    tta = ("tta=flip", "tta_scales=[0.5,1.0]")
+    exported = evaluate(compose_onnx_eval(exports["fp32"], *TINY_DATA, *tta, output_dir=tmp_path / "tta"))
+    checkpoint = evaluate(compose_eval(Path(reported["best_checkpoint"]), *tta, output_dir=tmp_path / "ckpt_tta"))
+    assert exported["val/miou"] == pytest.approx(checkpoint["val/miou"], abs=2e-3)
+    assert exported["val/miou"] != pytest.approx(fp32["val/miou"], abs=1e-6)
     with pytest.raises(ValueError, match="the model predicts 3 classes .* VOCDataModule has 21"):
         evaluate(compose_onnx_eval(exports["fp32"], "data=voc", f"data.root={tmp_path}", output_dir=tmp_path))
 
@@ -397,6 +464,21 @@ def test_predict_onnx_path_writes_the_masks_of_the_checkpoint(best, exports, tmp
     both = compose_predict(best, f"input={photos}", f"onnx_path={exports['fp32']}", output_dir=tmp_path)
     with pytest.raises(ValueError, match="give one of ckpt_path=... .* and onnx_path=..."):
         predict(both)
+
+
+def test_runtime_tta_scales_average_the_exports_predictions_at_each_size(exports, tmp_path):
+    image = random_image(40, 56, seed=7)
+    scales = OnnxSegmenter(exports["fp32"], tta="flip", tta_scales=[1.5, 1.0])
+    views = [OnnxSegmenter(exports["fp32"], image_size=size, tta="flip") for size in [(48, 48), WINDOW]]
+    expected = sum(view.probabilities(image) for view in views) / 2
+    np.testing.assert_allclose(scales.probabilities(image), expected, atol=1e-6)
+    assert not np.allclose(views[0].probabilities(image), views[1].probabilities(image), atol=1e-3)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    runtime_main([str(exports["fp32"]), str(tmp_path / "photo.png"), "--output", str(tmp_path / "masks"),
+                  "--tta", "flip", "--tta-scales", "1.5", "1"])  # python -m segkit.runtime
+    assert np.array_equal(read_mask_png(tmp_path / "masks" / "photo.png"), scales(image))
+    with pytest.raises(ValueError, match=r"tta_scales=\[0\]: expected a list of distinct positive scale factors"):
+        OnnxSegmenter(exports["fp32"], tta_scales=[0])
 
 
 # The modules a deployment without torch lacks: importing any of them makes segkit.runtime fail.
@@ -437,7 +519,7 @@ def test_runtime_predicts_a_real_photo_like_the_checkpoint_without_torch(best, e
     # The training pipeline's resize and normalisation, to within one grey level: cv2 resizes uint8
     # images in fixed-point arithmetic, the runtime in floats rounded to levels.
     difference = (OnnxSegmenter(exports["fp32"]).preprocess(image)[0]
-                  - predictor.resize_and_normalise(image=image)["image"].numpy())
+                  - predictor.resize_and_normalise[WINDOW](image=image)["image"].numpy())
     levels = difference * 255 * np.array(SHAPES_STD)[:, None, None]
     assert np.abs(levels).max() <= 1 + 1e-4
     # On the same input the exported network computes the checkpoint's logits.

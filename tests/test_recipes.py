@@ -88,7 +88,7 @@ def test_validation_sees_batchnorm_statistics_recomputed_with_the_current_weight
     net = run.module.net
     saved = {name: buffer.clone() for name, buffer in net.named_buffers() if "running" in name}
     # Statistics recomputed from scratch over the same calibration batches give the same buffers.
-    update_bn((images for images, _ in run.datamodule.calibration_dataloader(2)), run.module)
+    update_bn((images for images, _ in run.datamodule.calibration_dataloader(16)), run.module)
     assert saved and all(torch.allclose(saved[name], buffer) for name, buffer in net.named_buffers() if name in saved)
 
 
@@ -100,8 +100,16 @@ def test_recomputed_statistics_lift_a_lagging_eval_network(tmp_path):
     assert with_recompute["val/miou"] > lagging["val/miou"] + 0.02  # 0.329 against 0.290
 
 
+def test_batchnorm_statistics_come_from_a_count_of_images_whatever_the_batch_size(make_config):
+    for batch_size in (4, 8):
+        run = build(make_config(f"data.batch_size={batch_size}"))
+        run.datamodule.setup("fit")
+        batches = [images.shape[0] for images, _ in run.datamodule.calibration_dataloader(12)]
+        assert batches == {4: [4, 4, 4], 8: [8, 4]}[batch_size]
+
+
 def test_recompute_batchnorm_stats_needs_a_batch():
-    with pytest.raises(ValueError, match="num_batches=0: expected at least 1"):
+    with pytest.raises(ValueError, match="num_images=0: expected at least 1 training image"):
         RecomputeBatchNormStats(0)
 
 

@@ -4,6 +4,7 @@ import json
 import pytest
 import yaml
 
+from segkit.callbacks.sweep_summary import summarize_sweep
 from segkit.tradeoff import COSTS, main, pareto_front
 
 from .test_sweeps import multirun
@@ -66,3 +67,24 @@ def test_a_config_naming_untrusted_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"config.yaml: refusing to build the model: model._target_: 'os.system'"):
         main([str(tmp_path / "sweep")])
     assert not (tmp_path / "sweep" / "tradeoff.csv").exists()
+
+
+def test_a_run_with_test_time_augmentation_is_plotted_with_its_single_view_figure(tmp_path):
+    # Latency and MACs are of one forward pass; a figure averaged over several would flatter the model.
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- model=dsc_segnet\n")
+    (job / "metrics.json").write_text(json.dumps({
+        "val/miou": 0.66, "val/iou_per_class": {"pet": 0.7}, "tta": "flip", "tta_scales": [0.75, 1.0],
+        "without_tta": {"val/miou": 0.63, "val/iou_per_class": {"pet": 0.68}}}))
+    model = {"_target_": "segkit.models.build_model", "name": "dsc_segnet", "num_classes": 3,
+             "encoder": {"name": "vgg", "layout": "article", "conv": "dsc", "weights": None}}
+    (job / "config.yaml").write_text(yaml.safe_dump({"model": model, "data": {"image_size": [32, 32]}}))
+
+    main([str(tmp_path / "sweep"), "--rounds", "1", "--warmup", "0", "--threads", "1"])
+
+    (row,) = csv.DictReader((tmp_path / "sweep" / "tradeoff.csv").open())
+    assert float(row["val/miou"]) == 0.63
+    (summary,) = summarize_sweep(tmp_path / "sweep", "val/miou")
+    assert summary["val/miou"] == 0.66 and summary["without_tta.val/miou"] == 0.63
+    assert summary["val/iou_pet"] == 0.7 and summary["without_tta.val/iou_pet"] == 0.68

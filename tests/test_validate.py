@@ -94,6 +94,8 @@ BAD_CONFIGS = {
     "step size": (["scheduler=step", "scheduler.gamma=0"], r"scheduler.gamma=0: expected a finite number > 0"),
     "test-time augmentation": (["tta=rotate"],
                                r"tta='rotate' is not a test-time augmentation; expected one of \[None, 'flip'\]"),
+    "test-time scales": (["tta_scales=[0.75,0]"],
+                         r"tta_scales=\[0.75, 0\]: expected a list of distinct positive scale factors"),
     "seed not a number": (["seed=abc"], r"seed=abc: expected an integer from 0 to 4294967295"),
     "batch size": (["data.batch_size=0"], r"data.batch_size=0: expected an integer >= 1"),
     "negative batch size": (["data.batch_size=-8"], r"data.batch_size=-8: expected an integer >= 1"),

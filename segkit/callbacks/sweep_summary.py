@@ -27,13 +27,16 @@ def _override_columns(overrides: list[str]) -> dict[str, str]:
     return columns
 
 
-def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json flattened to scalars: the per-class IoU dict becomes one column per class."""
+def _metric_columns(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """metrics.json flattened to scalars: the per-class IoU dict becomes one column per class, and a group of
+    figures (`without_tta`) columns named `<group>.<key>`."""
     columns = {}
     for key, value in metrics.items():
-        if isinstance(value, dict):
-            prefix = key.removesuffix("_per_class")
-            columns.update({f"{prefix}_{name}": item for name, item in value.items()})
+        key = prefix + key
+        if isinstance(value, dict) and key.endswith("_per_class"):
+            columns.update({f"{key.removesuffix('_per_class')}_{name}": item for name, item in value.items()})
+        elif isinstance(value, dict):
+            columns.update(_metric_columns(value, f"{key}."))
         elif isinstance(value, list):
             columns[key] = "x".join(map(str, value))
         else:

@@ -213,11 +213,12 @@ class SegmentationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, collate_fn=self.val_collate)
 
-    def calibration_dataloader(self, num_batches: int) -> DataLoader:
-        """The first `num_batches` batches of the training split through the validation transforms: a fixed,
-        unaugmented sample of training images, the same in every process and after a resume."""
+    def calibration_dataloader(self, num_images: int) -> DataLoader:
+        """The first `num_images` images of the training split through the validation transforms, in batches of
+        data.batch_size: a fixed, unaugmented sample of training images, the same in every process and after a
+        resume."""
         reader = self.train_set.samples
-        subset = Subset(reader, range(min(len(reader), num_batches * self.batch_size)))
+        subset = Subset(reader, range(min(len(reader), num_images)))
         dataset = TransformedDataset(subset, self.pipeline(self.val_transforms))
         return DataLoader(dataset, batch_size=self.batch_size, collate_fn=self.val_collate)
 
