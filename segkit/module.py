@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,10 +172,7 @@ class SegmentationModule(L.LightningModule):
         tta = self.test_time_augmentation
         if tta is None:
             return self(images)
-        size = images.shape[-2:]
-        views = tta.views()
-        probabilities = sum(self._view_probabilities(images, tta.size(size, scale), mirrored)
-                            for scale, mirrored in views) / len(views)
+        probabilities = tta.mean(partial(self._view_probabilities, images), images.shape[-2:])
         return probabilities.clamp(min=torch.finfo(probabilities.dtype).tiny).log()
 
     def _view_probabilities(self, images: torch.Tensor, size: tuple[int, int], mirrored: bool) -> torch.Tensor:

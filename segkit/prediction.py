@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,9 @@ class Predictor:
         """C x H x W class probabilities of `image`, averaged over the test-time augmentation's views."""
         if self.tta is None:
             return self.logits(image).softmax(dim=0)
-        views = self.tta.views()
-        return sum(self._view_probabilities(image, scale, mirrored) for scale, mirrored in views) / len(views)
+        return self.tta.mean(partial(self._view_probabilities, image), self.image_size)
 
-    def _view_probabilities(self, image: np.ndarray, scale: float, mirrored: bool) -> torch.Tensor:
-        size = self.tta.size(self.image_size, scale)
+    def _view_probabilities(self, image: np.ndarray, size: tuple[int, int], mirrored: bool) -> torch.Tensor:
         if not mirrored:
             return self.logits(image, size).softmax(dim=0)
         return self.logits(np.ascontiguousarray(image[:, ::-1]), size).softmax(dim=0).flip(-1)

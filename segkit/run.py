@@ -70,8 +70,8 @@ def build(cfg: DictConfig) -> Run:
     )
     module.distillation = build_distillation(to_plain(cfg.get("distill")), module.hparams.num_classes,
                                              cfg.data.ignore_index, cfg.get("trusted_targets") or ())
-    build_tta(cfg.get("tta"), cfg.get("tta_scales"))  # a bad one fails before training (lr_find and bench build
-    # without validate)
+    # A bad tta or tta_scales fails before training, also where lr_find and bench build without validate.
+    build_tta(cfg.get("tta"), cfg.get("tta_scales"))
     module.segkit_config = to_plain(cfg)
     datamodule.use_normalisation_of(module.net)
     loggers = _instantiate_all(cfg.get("logger"))

@@ -19,8 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -82,6 +83,12 @@ class TestTimeAugmentation:
         rounded."""
         height, width = (max(1, round(side * scale)) for side in size)
         return height, width
+
+    def mean(self, view: Callable[[tuple[int, int], bool], Any], size: Sequence[int]) -> Any:
+        """The mean over the views of `view(the size the network sees, mirrored)`, for an input of `size`: the
+        class probabilities each caller computes its own way (torch batches, a photo, onnxruntime)."""
+        views = self.views()
+        return sum(view(self.size(size, scale), mirrored) for scale, mirrored in views) / len(views)
 
     def overrides(self) -> str:
         """The command-line settings that select it, e.g. `tta=flip tta_scales=[0.75,1]`."""
@@ -230,11 +237,9 @@ class OnnxSegmenter:
         """C x H x W class probabilities of `image`, averaged over the test-time augmentation's views."""
         if self.tta is None:
             return softmax(self.logits(image))
-        views = self.tta.views()
-        return sum(self._view_probabilities(image, scale, mirrored) for scale, mirrored in views) / len(views)
+        return self.tta.mean(partial(self._view_probabilities, image), self.image_size)
 
-    def _view_probabilities(self, image: np.ndarray, scale: float, mirrored: bool) -> np.ndarray:
-        size = self.tta.size(self.image_size, scale)
+    def _view_probabilities(self, image: np.ndarray, size: tuple[int, int], mirrored: bool) -> np.ndarray:
         if not mirrored:
             return softmax(self.logits(image, size))
         return softmax(self.logits(np.ascontiguousarray(image[:, ::-1]), size))[:, :, ::-1]
