@@ -5,6 +5,8 @@ free. A CPU training step allocates and frees its large activations (64 MiB each
 128x128, batch 16) every step, so each step maps them afresh and the kernel zero-fills every page on first
 touch: hundreds of thousands of page faults a step. With mmap off and a high trim threshold, freed blocks stay
 in the heap and the next step reuses them. `benchmarks/allocator.py` measures the effect side by side.
+With glibc before 2.38 reuse sets in after a few steps, not at once: torch's aligned blocks leave alignment
+slivers in glibc's thread cache, which keep a freed block from merging back to its size until that bin fills.
 
 Every command that runs a network (train, eval, predict, export, lr_find, bench, tradeoff) calls
 `keep_freed_memory()` first; `SEGKIT_MALLOC=system` leaves glibc's defaults.

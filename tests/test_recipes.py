@@ -228,6 +228,10 @@ def test_ema_run_saves_and_validates_the_averaged_weights(tmp_path):
 # --- allocator ------------------------------------------------------------------------------------------------
 
 # Run in a fresh interpreter: an earlier test's allocations would already sit in this process's heap.
+# torch asks for 64-byte aligned blocks; glibc before 2.38 splits alignment slivers off each one into its
+# thread cache, where they keep a freed block from merging back to the requested size until that cache bin
+# is full (7 entries). So the first few blocks after the tuning are mapped anew, as in a run's first steps;
+# the steady state after them is what a training run lives in.
 FAULTS_PROBE = """
 import resource, torch
 from segkit.allocator import keep_freed_memory, use_system_defaults
@@ -237,8 +241,10 @@ def faults():
     del block
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 use_system_defaults(); faults(); mapped_afresh = faults()
-assert keep_freed_memory(); faults(); reused = min(faults() for _ in range(3))
-print(mapped_afresh, reused)
+assert keep_freed_memory()
+for _ in range(16):
+    faults()
+print(mapped_afresh, max(faults() for _ in range(4)))
 """
 
 
@@ -247,9 +253,9 @@ def test_kept_freed_memory_serves_the_next_large_block_without_page_faults():
     result = subprocess.run([sys.executable, "-c", FAULTS_PROBE], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    mapped_afresh, reused = map(int, result.stdout.split())
+    mapped_afresh, most_reused = map(int, result.stdout.split())
     assert mapped_afresh > 10_000  # 16k pages of 4 KiB, zero-filled on first touch
-    assert reused < mapped_afresh / 20
+    assert most_reused < mapped_afresh / 20
 
 
 class AllocatorTuned(BaseException):
