@@ -27,7 +27,7 @@ from segkit.logs import report
 from segkit.module import SegmentationModule, load_module
 from segkit.onnx_module import onnx_module
 from segkit.run import format_metrics, split_metrics
-from segkit.runtime import build_tta
+from segkit.runtime import build_tta, tta_settings
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,8 @@ def check_overrides(overrides: Sequence[str]) -> tuple[str, str]:
         elif key not in OVERRIDABLE_KEYS and not key.startswith(OVERRIDABLE_PREFIXES):
             raise ValueError(
                 f"cannot override {key!r} ({override.input_line}): the model and its training settings come from "
-                f"the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, show, tta, tta_scales, "
-                f"trusted_targets, "
-                f"paths.*, "
-                f"trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
+                "the checkpoint. segkit.eval takes data=..., data.*, ckpt_path or onnx_path, show, tta, tta_scales, "
+                "trusted_targets, paths.*, trainer.accelerator, trainer.devices, trainer.precision and hydra.*"
             )
         data_chosen |= key == "data"
     if len(models) != 1:
@@ -136,8 +134,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "samples": len(datamodule.test_set),
         "data": type(datamodule).__name__,
         **source,
-        "tta": cfg.tta,
-        "tta_scales": list(tta.scales) if tta is not None else None,
+        **tta_settings(tta),
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:

@@ -25,7 +25,7 @@ from segkit.lr_finder import find_lr
 from segkit.models import count_parameters
 from segkit.models.summary import summarize
 from segkit.module import SegmentationModule
-from segkit.runtime import build_tta
+from segkit.runtime import build_tta, tta_settings
 from segkit.validate import validate
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
-        "tta": cfg.get("tta"),
-        "tta_scales": list(tta.scales) if tta is not None else None,
+        **tta_settings(tta),
         **({"without_tta": split_metrics(without_tta, run.module.class_names, "val")} if without_tta else {}),
         "skipped_samples": run.datamodule.skipped,  # bad files passed over with data.on_bad_sample=skip
         "output_dir": str(output_dir),

@@ -105,6 +105,12 @@ def build_tta(tta: str | None, scales: Sequence[float] | None = None) -> TestTim
     return TestTimeAugmentation(flip, scales)
 
 
+def tta_settings(tta: TestTimeAugmentation | None) -> dict[str, str | list[float] | None]:
+    """The `tta` and `tta_scales` that `build_tta` makes `tta` from, as runs and evaluations record them."""
+    return {"tta": "flip" if tta is not None and tta.flip else None,
+            "tta_scales": list(tta.scales) if tta is not None else None}
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
