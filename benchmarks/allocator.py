@@ -1,4 +1,4 @@
-"""glibc's default allocation settings against segkit's (`segkit.allocator.keep_freed_memory`), side by side.
+"""glibc's default allocation settings against segkit's (`segkit.utilities.allocator.keep_freed_memory`), side by side.
 
     python benchmarks/allocator.py [--model dsc_segnet] [--size 128] [--batch 16] [--rounds 6]
 
@@ -15,8 +15,8 @@ import resource
 import statistics
 import time
 
-from segkit.allocator import keep_freed_memory, use_system_defaults
 from segkit.bench.plain_loop import random_batch_step
+from segkit.utilities.allocator import keep_freed_memory, use_system_defaults
 
 
 def main() -> None:

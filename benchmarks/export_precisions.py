@@ -22,12 +22,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from segkit.allocator import keep_freed_memory
 from segkit.bench.export import TABLE_HEADER, format_rows, measure_precisions
 from segkit.checkpoints import read_training_config
 from segkit.config import CONFIG_DIR, to_plain
 from segkit.models import without_pretrained_weights
-from segkit.run import build
+from segkit.tasks.train import build
+from segkit.utilities.allocator import keep_freed_memory
 
 
 def save_untrained_checkpoint(model: str, data: dict, path: Path) -> Path:

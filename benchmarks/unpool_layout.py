@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from segkit.allocator import keep_freed_memory
 from segkit.bench.plain_loop import random_batch_step
 from segkit.models import segnet
 from segkit.models.encoders import Pool
+from segkit.utilities.allocator import keep_freed_memory
 
 channels_last_unpool = segnet.max_unpool2d
 

@@ -1,9 +1,6 @@
-"""segkit: efficient semantic segmentation with PyTorch Lightning and Hydra. The layout is described in the
-README's "Development" section."""
+"""segkit: efficient semantic segmentation with PyTorch Lightning and Hydra.
 
-try:
-    # conf/'s resolvers (data_num_classes, new_folder), registered for any composition of it: a command, or a
-    # library user's Hydra `compose`.
-    from segkit import config  # noqa: F401
-except ModuleNotFoundError:  # a deployment that runs ONNX files only (segkit.runtime) has no Hydra
-    pass
+`segkit/<command>.py` is the command `segkit <command>` (`python -m segkit.<command>`); the work lives in packages
+named for what they hold (docs/development.md draws the layout). `segkit.api` gathers the names a script uses.
+Importing this package imports nothing else, so the torch-free `segkit.runtime` stays torch-free.
+"""

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"segkit: unknown command {name!r}; commands: {', '.join(COMMANDS)}\n\n{usage()}")
     sys.argv = [f"segkit {name}", *rest]  # what the command's Hydra main reads
     # Run as `python -m segkit.<command>` runs it, as __main__: trainer=ddp starts its other processes by running
-    # __main__'s module again (segkit.distributed.child_command).
+    # __main__'s module again (segkit.engine.distributed.child_command).
     runpy.run_module(COMMANDS[name][0], run_name="__main__", alter_sys=True)
 
 

@@ -11,37 +11,26 @@ status 1 when there were problems.
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segkit.bench.loader import measure_throughput
 from segkit.config import CONFIG_PATH
-from segkit.data.check import check_dataset, format_report
-from segkit.data.files import FileDataModule
+from segkit.data.check import format_report
+from segkit.tasks.data_check import check_data, check_throughput
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="data_check")
 def main(cfg: DictConfig) -> None:
     if cfg.throughput:
-        rates = measure_throughput(cfg, cfg.throughput_batches)
+        rates = check_throughput(cfg)
         print(f"train loader {rates['loader_images_per_s']:.1f} images/s ({rates['num_workers']} workers) against "
               f"training {rates['train_images_per_s']:.1f} images/s (batch {rates['batch_size']}): loading is "
               f"{rates['loader_images_per_s'] / rates['train_images_per_s']:.1f}x the training speed")
-        (Path(cfg.paths.output_dir) / "throughput.json").write_text(json.dumps(rates, indent=2) + "\n")
         return
-    datamodule = instantiate(cfg.data)
-    if not isinstance(datamodule, FileDataModule):
-        sys.exit(f"data={type(datamodule).__name__} is generated, not read from files: nothing to check")
-    datamodule.prepare_data()
-    report = check_dataset(datamodule, num_workers=datamodule.num_workers)
+    report, report_path = check_data(cfg)
     print(format_report(report))
-    report_path = Path(cfg.paths.output_dir) / "data_check.json"
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {report_path}")
     if any(result["problems"] for result in report.values()):
         sys.exit(1)

@@ -6,7 +6,7 @@ another dataset with the same classes, written to metrics.json.
     python -m segkit.eval onnx_path=model.int8.onnx data=pets data.root=../shared/data data.split=test
     python -m segkit.eval ckpt_path=... show=8     # gallery.png: 8 images | truth | prediction
 
-Besides metrics.json it writes confusion_matrix.png and iou_per_class.png (segkit.figures).
+Besides metrics.json it writes confusion_matrix.png and iou_per_class.png (segkit.engine.figures).
 
 An ONNX export of segkit.export runs in onnxruntime on the CPU through the same test loop and metrics;
 it carries no data config, so `data=...` is required, and its loss has no class weights.
@@ -23,9 +23,9 @@ import hydra
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
-from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
-from segkit.evaluation import check_overrides, evaluate, register_checkpoint_data, trusted_targets_override
+from segkit.tasks.evaluate import check_overrides, evaluate, register_checkpoint_data, trusted_targets_override
+from segkit.utilities.allocator import keep_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")

@@ -5,7 +5,7 @@ onnxruntime, carrying in its metadata what `segkit.runtime` needs to run it with
     python -m segkit.export ckpt_path=... precision=int8 calibration=train calibration_images=32
     python -m segkit.export ckpt_path=... precision=fp16
 
-The work is `segkit.deploy.export`.
+The work is `segkit.tasks.export.export`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
-from segkit.deploy import export
+from segkit.tasks.export import export
+from segkit.utilities.allocator import keep_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")

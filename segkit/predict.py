@@ -17,9 +17,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from segkit.allocator import keep_freed_memory
 from segkit.config import CONFIG_PATH
-from segkit.prediction import predict
+from segkit.tasks.predict import predict
+from segkit.utilities.allocator import keep_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")

@@ -6,26 +6,17 @@ decoder), MACs at the configured input size and output shape, printed and writte
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segkit.config import CONFIG_PATH, to_plain
-from segkit.models import without_pretrained_weights
-from segkit.models.summary import format_summary, summarize
+from segkit.config import CONFIG_PATH
+from segkit.models.summary import format_summary
+from segkit.tasks.summary import summarize_model
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="summary")
 def main(cfg: DictConfig) -> None:
-    # Only shapes are counted, so no pretrained weights are needed.
-    net = instantiate(without_pretrained_weights(to_plain(cfg.model)))
-    summary = summarize(net, cfg.data.image_size)
-    path = Path(cfg.paths.output_dir) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary, path = summarize_model(cfg)
     print(format_summary(summary))
     print(f"  summary: {path}")
 

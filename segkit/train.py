@@ -12,11 +12,11 @@ import hydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from segkit.allocator import keep_freed_memory
 from segkit.callbacks import INTERRUPTED_EXIT_CODE
 from segkit.config import CONFIG_PATH, require_plugins
-from segkit.extras import MissingExtraError
-from segkit.run import train
+from segkit.tasks.train import train
+from segkit.utilities.allocator import keep_freed_memory
+from segkit.utilities.extras import MissingExtraError
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

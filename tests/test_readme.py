@@ -1,15 +1,13 @@
 """The README's Python API snippets, run as written, in order, in a fresh folder."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from segkit.data import ShapesDataset
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
 
 
 def python_api_snippets() -> list[str]:

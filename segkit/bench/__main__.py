@@ -15,10 +15,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from segkit.allocator import keep_freed_memory
 from segkit.bench.measure import bench, bench_chosen_model_only
 from segkit.bench.report import format_table
 from segkit.config import CONFIG_PATH
+from segkit.utilities.allocator import keep_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")

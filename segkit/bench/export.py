@@ -15,11 +15,11 @@ import lightning as L
 import numpy as np
 import torch
 
-from segkit.checkpoints import training_datamodule
-from segkit.deploy import export
-from segkit.module import SegmentationModule, load_module
-from segkit.onnx_module import onnx_module
-from segkit.runtime import inference_session
+from segkit.engine.loading import load_module, training_datamodule
+from segkit.engine.module import SegmentationModule
+from segkit.engine.onnx_net import onnx_module
+from segkit.runtime.session import inference_session
+from segkit.tasks.export import export
 
 
 def median_seconds(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, float]:

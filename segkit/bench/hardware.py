@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from segkit.allocator import return_freed_memory
+from segkit.utilities.allocator import return_freed_memory
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (bf16 and TF32 tensor cores, FP32). Matched in this
 # order against torch.cuda.get_device_name(), so the more specific names come first.

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from segkit.bench import plain_loop
 from segkit.data import SegmentationDataModule
-from segkit.run import build
+from segkit.tasks.train import build
 
 # Two distinct batches, so consecutive steps see different tensors, as from a real loader.
 SYNTHETIC_BATCHES = 2

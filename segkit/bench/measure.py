@@ -33,11 +33,11 @@ from segkit.bench.hardware import PeakMemory, device_name, flop_utilisation, pea
 from segkit.bench.loader import measure_loader, synthetic_loader
 from segkit.bench.report import format_table, progress_line
 from segkit.config import CONFIG_DIR, to_plain
+from segkit.engine.module import SegmentationModule
 from segkit.models import MODEL_CONFIG_DIR, count_parameters, model_names, without_pretrained_weights
 from segkit.models.summary import summarize
-from segkit.module import SegmentationModule
-from segkit.run import build
-from segkit.validate import require_int
+from segkit.tasks.train import build
+from segkit.utilities.checks import require_int
 
 # trainer.precision -> the autocast dtype the plain loop uses to match it.
 AUTOCAST_DTYPES = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from segkit.figures import close, result_figures, stored_samples_with_predictions
-from segkit.module import SegmentationModule
+from segkit.engine.figures import close, result_figures, stored_samples_with_predictions
+from segkit.engine.module import SegmentationModule
 
 
 class TensorBoardFigures(L.Callback):

@@ -1,7 +1,7 @@
 """The Weights & Biases dashboard of a run (`logger=wandb`): `WandbDashboard`, a callback, logs each validation
 epoch a table of fixed validation images (image | truth | prediction, at each image's own size, in the dataset's
 colours), the confusion matrix and a per-class IoU table, and stores the wandb run id in every checkpoint. It
-does nothing without a WandbLogger, and only on rank 0. The logger itself: `segkit.loggers.wandb_logger`."""
+does nothing without a WandbLogger, and only on rank 0. The logger itself: `segkit.engine.loggers.wandb_logger`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from PIL import Image
 
 from segkit.data import SegmentationDataModule
 from segkit.data.palettes import ids_to_colours
-from segkit.figures import stored_samples_with_predictions
-from segkit.loggers import RUN_ID_KEY
-from segkit.module import SegmentationModule
+from segkit.engine.figures import stored_samples_with_predictions
+from segkit.engine.loggers import RUN_ID_KEY
+from segkit.engine.module import SegmentationModule
 
 if TYPE_CHECKING:  # imported where used: wandb takes about a second to import, and CSV runs never need it
     import wandb

@@ -7,8 +7,8 @@ from segkit.data.sbd import SBDDataModule, SBDDataset
 from segkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataModule, ShapesDataset
 from segkit.data.voc import VOCDataModule, VOCSegmentationDataset
 from segkit.data.voc_aug import VOCAugDataModule
-from segkit.image_files import DataError, InvalidFileError, MissingFileError
-from segkit.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from segkit.runtime.images import DataError, InvalidFileError, MissingFileError
+from segkit.utilities.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",

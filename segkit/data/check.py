@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from segkit.data.files import FileDataModule, SegmentationFiles
-from segkit.image_files import DataError
+from segkit.runtime.images import DataError
 
 SPLITS = ("train", "val")
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from segkit.data.palettes import VOC_COLORMAP
 from segkit.data.sampling import ResumableShuffle
-from segkit.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from segkit.utilities.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 class TransformedDataset(Dataset):
@@ -131,7 +131,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         self.train_transforms = list(train_transforms)
         self.val_transforms = list(val_transforms)
-        # None until set: `segkit.run.build` then takes the model's (ImageNet statistics for
+        # None until set: `segkit.tasks.train.build` then takes the model's (ImageNet statistics for
         # pretrained encoders), so the normalisation travels with the weights.
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None

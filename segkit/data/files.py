@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from segkit.data.datamodule import SegmentationDataModule
 from segkit.data.io import read_mask
-from segkit.image_files import DataError, InvalidFileError, MissingFileError, read_image
+from segkit.runtime.images import DataError, InvalidFileError, MissingFileError, read_image
 
 log = logging.getLogger(__name__)
 

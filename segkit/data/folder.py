@@ -30,11 +30,10 @@ import numpy as np
 
 from segkit.data.files import FileDataModule, LabelMap, SampleFiles
 from segkit.data.io import read_mask, read_split_file
-from segkit.image_files import InvalidFileError, MissingFileError, require_file
+from segkit.runtime.images import IMAGE_SUFFIXES, InvalidFileError, MissingFileError, require_file
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 LABELMAP = "labelmap.txt"
 CLASS_LIST = "classes.txt"

@@ -1,5 +1,5 @@
 """Decoding mask and split files as the datasets ship them, with errors that name the file (images:
-`segkit.image_files`).
+`segkit.runtime.images`).
 
 Masks come as palette PNGs, 8- or 16-bit grayscale PNGs, RGB colour PNGs or MATLAB structs. Everything
 here returns plain numpy arrays (raw masks H x W integers) or raises a `DataError`.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from segkit.image_files import InvalidFileError, MissingFileError, open_image, require_file
+from segkit.runtime.images import InvalidFileError, MissingFileError, open_image, require_file
 
 
 def read_mask_png(path: Path, colour_to_id: Mapping[tuple[int, int, int], int] | None = None) -> np.ndarray:

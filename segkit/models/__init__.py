@@ -1,7 +1,13 @@
 """segkit's segmentation networks: SegNet over any registered encoder (`segkit.models.encoders`)."""
 
-from segkit.models.build import (MODEL_CONFIG_DIR, build_model, count_parameters, model_config, model_names,
-                                 without_pretrained_weights)
+from segkit.models.build import (
+                                 MODEL_CONFIG_DIR,
+                                 build_model,
+                                 count_parameters,
+                                 model_config,
+                                 model_names,
+                                 without_pretrained_weights,
+)
 from segkit.models.encoders import ENCODERS, Encoder, get_encoder
 from segkit.models.segnet import SegNet
 

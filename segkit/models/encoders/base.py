@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from segkit.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from segkit.utilities.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
