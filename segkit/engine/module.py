@@ -23,6 +23,7 @@ from segkit.checkpoints import CONFIG_KEY, check_checkpoint_matches, read_truste
 from segkit.engine.metrics import ConfusionMatrix, IoUPerClass, MeanIoU, PixelAccuracy
 from segkit.engine.schedules import BudgetSchedule, training_progress
 from segkit.models import without_pretrained_weights
+from segkit.models.fusion import fold_batchnorm
 from segkit.models.losses import SegmentationLoss, check_class_weights, class_weights_from_counts, count_class_pixels
 
 if TYPE_CHECKING:
@@ -133,6 +134,10 @@ class SegmentationModule(L.LightningModule):
         # A teacher whose soft predictions join the training loss (segkit.engine.distillation; `segkit.tasks.train.build`
         # sets it from distill.teacher). Not a submodule: its weights stay out of this module's parameters and checkpoints.
         self.distillation: Distillation | None = None
+        # The network with BatchNorm folded into its convolutions (`fold_batchnorm`), which eval-mode forwards run
+        # while it is set: during each validation and test epoch, and after `fold_batchnorm()` for inference. In a
+        # dict, so that it is no submodule (no parameters, no checkpoint entries); dropped by `train()`.
+        self._inference: dict[str, nn.Module] = {}
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -161,7 +166,27 @@ class SegmentationModule(L.LightningModule):
                                             **kwargs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.contiguous(memory_format=self.memory_format))
+        net = self.net if self.training else self._inference.get("folded", self.net)
+        return net(images.contiguous(memory_format=self.memory_format))
+
+    def fold_batchnorm(self) -> SegmentationModule:
+        """Puts the module in eval mode, where its forwards run a copy of the network with every BatchNorm after a
+        convolution folded into it (`segkit.models.fusion`): the same logits up to float rounding, one pass
+        over the activations less per block. `train()` drops the copy, so training and the weights it changes
+        never see it; validation and test epochs fold anew (after callbacks have swapped in averaged weights or
+        recomputed statistics). Returns the module."""
+        self.eval()
+        self._inference["folded"] = fold_batchnorm(self.net).to(memory_format=self.memory_format)
+        return self
+
+    def unfold_batchnorm(self) -> None:
+        """Eval-mode forwards run the network itself again."""
+        self._inference.clear()
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        if mode:
+            self.unfold_batchnorm()
+        return super().train(mode)
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The network's logits of `images`, or with `test_time_augmentation` set, the log of the mean softmax over
@@ -272,10 +297,19 @@ class SegmentationModule(L.LightningModule):
         # `_epoch`: beside the step losses (train/loss_step), as Lightning names a value logged per step and epoch.
         self._log_epoch_metrics(self.train_metrics, self.train_loss, "train/loss_epoch")
 
+    def on_validation_epoch_start(self) -> None:
+        # After the callbacks' hooks (Lightning calls them first): averaged weights and recomputed statistics are in.
+        self.fold_batchnorm()
+
+    def on_test_epoch_start(self) -> None:
+        self.fold_batchnorm()
+
     def on_validation_epoch_end(self) -> None:
+        self.unfold_batchnorm()  # the weight average's callback has already swapped the training weights back
         self._log_epoch_metrics(self.val_metrics, self.val_loss, "val/loss")
 
     def on_test_epoch_end(self) -> None:
+        self.unfold_batchnorm()
         self._log_epoch_metrics(self.test_metrics, self.test_loss, "test/loss")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -77,7 +77,7 @@ class Predictor:
             raise ValueError(f"window_overlap must be in [0, 1), a fraction of the window, got {window_overlap}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.module = module.eval().to(device)
+        self.module = module.to(device).fold_batchnorm()
         self.device = torch.device(device)
         self.num_classes = module.hparams.num_classes
         self.image_size = (int(image_size[0]), int(image_size[1]))

@@ -20,10 +20,12 @@ UPSAMPLING = ("unpool", "bilinear")
 
 def max_unpool2d(x: torch.Tensor, pool: Pool) -> torch.Tensor:
     """`F.max_unpool2d` written as a scatter: torch's ONNX exporter has no MaxUnpool for it
-    (pytorch/pytorch#25088, #85388), while a scatter exports with dynamic sizes and computes the same.
-    Single-channel indices are shared by every channel. The output keeps the input's memory format: a
-    channels_last network would otherwise get NCHW activations from every unpooling, and convolutions
-    that mix the two formats copy or take slow paths (the full-resolution one most of all)."""
+    (pytorch/pytorch#25088, #85388). Single-channel indices are shared by every channel. The output keeps
+    the input's memory format: a channels_last network would otherwise get NCHW activations from every
+    unpooling, and convolutions that mix the two formats copy or take slow paths (the full-resolution one
+    most of all). Positions within windows (an ONNX export's, `max_pool_2x2`) go to `_unpool_in_window`."""
+    if pool.in_window:
+        return _unpool_in_window(x, pool)
     n, c = x.shape[:2]
     height, width = pool.size
     indices = pool.indices.expand(n, c, -1, -1)
@@ -34,6 +36,18 @@ def max_unpool2d(x: torch.Tensor, pool: Pool) -> torch.Tensor:
         return pixels.view(n, height, width, c).permute(0, 3, 1, 2)
     out = x.new_zeros(n, c, height * width).scatter(2, indices.flatten(2), x.flatten(2))
     return out.view(n, c, height, width)
+
+
+def _unpool_in_window(x: torch.Tensor, pool: Pool) -> torch.Tensor:
+    """The unpooling of an ONNX export: each value kept at its window place, the other three set to 0, the four
+    maps interleaved by a pixel shuffle (DepthToSpace), then cut or padded to the size before pooling (odd
+    sides). Element-wise operations that onnxruntime runs fast, and in uint8 in an int8 file, where its
+    ScatterElements is a generic kernel."""
+    by_place = torch.stack([torch.where(pool.indices == place, x, 0.0) for place in range(4)], dim=2)
+    out = F.pixel_shuffle(by_place.flatten(1, 2), 2)
+    height, width = pool.size
+    out = out[..., :height, :width]
+    return F.pad(out, (0, width - out.shape[-1], 0, height - out.shape[-2]))
 
 
 class SegNetDecoder(nn.Module):

@@ -25,6 +25,7 @@ from torch import nn
 
 from segkit.data import SegmentationDataModule
 from segkit.engine.loading import load_module, training_datamodule
+from segkit.models.fusion import fold_batchnorm
 from segkit.runtime.files import overwritten_inputs
 from segkit.runtime.metadata import PRECISIONS, ModelMetadata
 from segkit.runtime.session import inference_session
@@ -37,6 +38,10 @@ quantization = require("onnxruntime.quantization", "the int8 export")
 quant_pre_process = require("onnxruntime.quantization.shape_inference", "the int8 export").quant_pre_process
 
 FORMATS = ("onnx",)
+# What the int8 export quantizes: the convolution blocks (MobileNetV2's residual Add, ReLU6 as Clip) and the
+# pooling. The unpooling's Where and the window comparisons stay float: as QLinearWhere onnxruntime ran them
+# slower than dequantizing (docs/export.md).
+INT8_OPS = ["Conv", "MaxPool", "Add", "Relu", "Clip"]
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -90,14 +95,20 @@ class _Batches(quantization.CalibrationDataReader):
 
 
 def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray]) -> Path:
-    """Static int8 of the fp32 file `source`: QDQ, per-channel weights, activations' ranges from `calibration`."""
+    """Static int8 of the fp32 file `source`: QDQ, per-channel int8 weights, uint8 activations whose ranges come
+    from `calibration`."""
     with tempfile.TemporaryDirectory() as scratch:
-        # Shape inference and graph optimisation (BatchNorm folded into convolutions) before quantizing,
-        # as onnxruntime recommends; per-channel weights then quantize the folded kernels.
+        # Shape inference and graph optimisation before quantizing, as onnxruntime recommends.
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        # uint8 activations with int8 weights (U8S8), the x86 format of onnxruntime's int8 kernels. With int8
+        # activations (quantize_static's default) every convolution whose output also feeds a float operation
+        # (the unpooling's, the pooling's) stayed a float Conv between Dequantize and Quantize nodes: 7 of the 40
+        # of dsc_segnet, the widest ones, and the int8 file ran no faster than fp32 (docs/export.md).
         quantization.quantize_static(str(prepared), str(target), _Batches(calibration),
-                                     quant_format=quantization.QuantFormat.QDQ, per_channel=True)
+                                     quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                                     activation_type=quantization.QuantType.QUInt8,
+                                     weight_type=quantization.QuantType.QInt8, op_types_to_quantize=INT8_OPS)
     return target
 
 
@@ -189,7 +200,8 @@ def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "
                          "choose another output")
     module = load_module(ckpt_path, trusted_targets)
     data = training_datamodule(module, **({} if data_root is None else {"root": str(data_root)}))
-    # channels_last was a training-speed choice; the exported graph takes plain NCHW tensors.
+    # channels_last was a training-speed choice; the exported graph takes plain NCHW tensors. The file holds the
+    # network with BatchNorm folded into its convolutions, as a runtime runs it.
     net = module.net.to(memory_format=torch.contiguous_format)
     size = tuple(max(s, getattr(net, "min_size", 1)) for s in example_size)
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "onnx": str(path), "precision": precision,
@@ -197,18 +209,19 @@ def export(ckpt_path: str | Path, output: str | Path | None = None, fmt: str = "
     if precision == "int8":  # read first: a bad split or count fails before the export's work
         calibration_inputs = calibration_batches(data, calibration, calibration_images)
         report["calibration"] = {"split": calibration, "images": len(calibration_inputs)}
+    folded = fold_batchnorm(net)
     if precision == "fp32":
-        export_onnx(net, path, size, exporter)
+        export_onnx(folded, path, size, exporter)
     else:
         with tempfile.TemporaryDirectory() as scratch:
-            fp32 = export_onnx(net, Path(scratch) / "fp32.onnx", size, exporter)
+            fp32 = export_onnx(folded, Path(scratch) / "fp32.onnx", size, exporter)
             if precision == "fp16":
                 convert_fp16(fp32, path)
             else:
                 quantize_int8(fp32, path, calibration_inputs)
     write_metadata(path, model_metadata(data, precision))
     report["bytes"] = path.stat().st_size
-    if check:
+    if check:  # against the checkpoint's own network: folding and quantization both in the difference
         odd = tuple(s + 17 for s in size)  # another batch size and odd sizes: the dynamic axes must hold
         report["max_abs_difference"] = onnx_max_abs_difference(net, path, [(1, net.in_channels, *size),
                                                                            (2, net.in_channels, *odd)])

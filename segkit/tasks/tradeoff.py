@@ -29,6 +29,7 @@ from torch import nn
 
 from segkit.callbacks.sweep_summary import summarize_sweep
 from segkit.checkpoints.trust import untrusted_entries
+from segkit.models.fusion import fold_batchnorm
 from segkit.models import without_pretrained_weights
 from segkit.models.summary import summarize
 
@@ -101,7 +102,8 @@ def read_runs(sweep_dir: Path, metric: str, trusted_targets: Iterable[str] = ())
             raise ValueError(f"{job_dir / 'config.yaml'}: data.image_size is null; MACs and latency need a fixed "
                              "input size")
         # Eager and from scratch: the cost of the network itself, whatever compile and initial weights it trained with.
-        net = instantiate({**without_pretrained_weights(config["model"]), "compile": False})
+        # BatchNorm folded, as segkit.eval and segkit.predict run a trained network.
+        net = fold_batchnorm(instantiate({**without_pretrained_weights(config["model"]), "compile": False}))
         memory_format = torch.channels_last if config.get("channels_last") else torch.contiguous_format
         runs.append(Run(row["job"], config["model"].get("name", row["job"]), float(score), list(image_size),
                         net.to(memory_format=memory_format).eval(), memory_format))

@@ -149,3 +149,37 @@ def test_checkpoints_rebuild_without_fetching_pretrained_weights(tmp_path, monke
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(module.eval()(images), restored.eval()(images))
+
+
+def test_validation_runs_the_folded_network_and_training_never_sees_it():
+    """Validation epochs run the network with BatchNorm folded (logits within 1e-5 of the unfolded network's);
+    training steps and the state dict are those of the network itself; `train()` drops the folded copy."""
+    torch.manual_seed(0)
+    module = SegmentationModule(TINY_NET, num_classes=3, optimizer=ADAM)
+    batch = (torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4, 32, 32)))
+    seen = []
+
+    class Record(L.Callback):
+        def on_validation_batch_start(self, trainer, pl_module, *args):
+            seen.append(("val", "folded" in pl_module._inference))
+
+        def on_train_batch_start(self, trainer, pl_module, *args):
+            seen.append(("train", "folded" in pl_module._inference))
+
+    loader = DataLoader(TensorDataset(*batch), batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                        num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    assert {("train", False), ("val", True)} == set(seen)
+    assert "folded" not in module._inference
+    keys = set(module.state_dict())
+    module.fold_batchnorm()
+    assert not module.training and set(module.state_dict()) == keys
+    with torch.no_grad():
+        folded = module(batch[0])
+        module.unfold_batchnorm()
+        unfolded = module(batch[0])
+    assert (folded - unfolded).abs().max() <= 1e-5 * max(unfolded.abs().max().item(), 1.0)
+    module.fold_batchnorm().train()
+    assert "folded" not in module._inference

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
 
 from segkit.config import CONFIG_DIR
@@ -12,16 +11,6 @@ from segkit.models.segnet import max_unpool2d
 from segkit.models.summary import summarize
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
-
-
-@pytest.fixture
-def model(make_config):
-    """Builds conf/model/<name>.yaml (3 classes) with overrides; pretrained weights off (see test_pretrained)."""
-
-    def _build(name: str, *overrides: str) -> nn.Module:
-        return instantiate(make_config(f"model={name}", "model.encoder.weights=null", *overrides).model)
-
-    return _build
 
 
 def test_every_documented_model_has_a_config():

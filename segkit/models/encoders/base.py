@@ -3,7 +3,7 @@
 An encoder is an `nn.Module` whose `forward(x)` returns `(features, pools)`:
 
 - `pools[k]` (k = 0 .. n-1, shallow to deep) describes the k-th 2x downsampling: `Pool.size` is the
-  spatial size before it, `Pool.indices` the flat (h * w) positions of the maxima of its 2x2 windows,
+  spatial size before it, `Pool.indices` the positions of the maxima of its 2x2 windows (`max_pool_2x2`),
   with one channel per feature channel or a single channel shared by all of them.
 - `features[k]` is the output of stage k, after downsampling k, at 1 / 2^(k+1) of the input size;
   `features[-1]` (with `out_channels` channels) is what the decoder starts from.
@@ -26,6 +26,7 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import WeightsEnum
 
@@ -35,8 +36,37 @@ log = logging.getLogger(__name__)
 
 
 class Pool(NamedTuple):
+    """Where a 2x2 max-pooling found its maxima. `indices`: the flat (h * w) positions in the `size` map before
+    pooling (`F.max_pool2d`'s), or with `in_window`, each maximum's place in its window (0 top left, 1 top
+    right, 2 bottom left, 3 bottom right: the form an ONNX export computes, see `max_pool_2x2`)."""
+
     indices: torch.Tensor
     size: torch.Size
+    in_window: bool = False
+
+
+def max_pool_2x2(x: torch.Tensor, ceil_mode: bool = False) -> tuple[torch.Tensor, Pool]:
+    """2x2 max-pooling with stride 2, and where each maximum was (the first of equal ones, as `F.max_pool2d`).
+
+    In PyTorch: `F.max_pool2d` with its flat indices. While exporting to ONNX: a plain MaxPool for the values
+    and each maximum's place in its window from comparisons with the window's four pixels. onnxruntime runs
+    MaxPool's indices output with a generic kernel that took more time than all the convolutions of
+    `dsc_segnet` together, and torch's exporter adds a 1x1 MaxPool over the whole map to make the indices
+    per channel; an int8 file keeps the plain MaxPool in uint8 (docs/export.md)."""
+    size = x.shape[-2:]
+    if not torch.onnx.is_in_onnx_export():
+        pooled, indices = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=ceil_mode, return_indices=True)
+        return pooled, Pool(indices, size)
+    pooled = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=ceil_mode)
+    height, width = size
+    if ceil_mode:  # the last, partial window of an odd side: its missing pixels never win
+        x = F.pad(x, (0, width % 2, 0, height % 2), value=float("-inf"))
+    else:  # the pixels past the last whole window are not pooled
+        x = x[..., : height - height % 2, : width - width % 2]
+    top_left, top_right, bottom_left = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2]
+    place = torch.where(top_left == pooled, 0,
+                        torch.where(top_right == pooled, 1, torch.where(bottom_left == pooled, 2, 3)))
+    return pooled, Pool(place.to(torch.uint8), size, in_window=True)
 
 
 class WeightsUnavailableError(RuntimeError):

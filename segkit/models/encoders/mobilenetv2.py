@@ -13,12 +13,11 @@ use ceil mode so that their count matches the ceil(size / 2) of a padded stride-
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from segkit.models.blocks import NormLayer, check_conv_type, make_conv
-from segkit.models.encoders.base import Encoder, Pool, load_features, resolve_weights
+from segkit.models.encoders.base import Encoder, Pool, load_features, max_pool_2x2, resolve_weights
 from segkit.models.encoders.registry import register_encoder
 
 PRETRAINED = {"imagenet": MobileNet_V2_Weights.IMAGENET1K_V2}
@@ -65,9 +64,7 @@ class MobileNetV2Encoder(Encoder):
 
     @staticmethod
     def _switches(x: torch.Tensor) -> Pool:
-        strongest = x.amax(dim=1, keepdim=True)
-        _, indices = F.max_pool2d(strongest, kernel_size=2, stride=2, ceil_mode=True, return_indices=True)
-        return Pool(indices, x.shape[-2:])
+        return max_pool_2x2(x.amax(dim=1, keepdim=True), ceil_mode=True)[1]
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[Pool]]:
         features, pools = [], []

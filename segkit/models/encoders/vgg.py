@@ -11,12 +11,11 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VGG16_BN_Weights
 
 from segkit.models.blocks import ActivationLayer, NormLayer, check_conv_type, make_conv, scale_channels
-from segkit.models.encoders.base import Encoder, Pool, load_features, resolve_weights
+from segkit.models.encoders.base import Encoder, Pool, load_features, max_pool_2x2, resolve_weights
 from segkit.models.encoders.registry import register_encoder
 
 # (channels, blocks) per stage.
@@ -70,9 +69,8 @@ class VGGEncoder(Encoder):
         features, pools = [], []
         for layer in self.features:
             if isinstance(layer, nn.MaxPool2d):
-                size = x.shape[-2:]
-                x, indices = F.max_pool2d(x, kernel_size=2, stride=2, return_indices=True)
-                pools.append(Pool(indices, size))
+                x, pool = max_pool_2x2(x)
+                pools.append(pool)
                 features.append(x)
             else:
                 x = layer(x)
