@@ -71,6 +71,12 @@ def validate(cfg: DictConfig) -> None:
         _check_trainer(cfg.trainer)
     if cfg.get("scheduler"):
         _check_scheduler(cfg.scheduler)
+    thresholds = OmegaConf.select(cfg, "metrics.time_to_miou")
+    if thresholds is not None:
+        if not isinstance(thresholds, ListConfig):
+            raise ConfigError(f"metrics.time_to_miou={thresholds}: expected a list of mIoU values, e.g. [0.55, 0.6]")
+        for index, threshold in enumerate(thresholds):
+            require_number(f"metrics.time_to_miou[{index}]", threshold, 0, 1, low_open=True, what="an mIoU")
     check_tta(cfg.get("tta"))
     check_tta_scales(cfg.get("tta_scales"))
     if cfg.get("seed") is not None:

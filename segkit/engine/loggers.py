@@ -4,6 +4,7 @@
 - `wandb_logger` builds Lightning's WandbLogger with segkit's defaults: in a Hydra multirun the runs of
   one sweep share a group (the sweep folder's name) and each is named by its job's overrides; a run
   resumed from a checkpoint that a wandb run wrote logs into that same wandb run.
+- `time_to_miou` reads from a run's metrics.csv when its validation mIoU first reached given values.
 - `log_run_summary` puts values (parameters, MACs, the final metrics) in the wandb run's summary;
   `close_loggers` ends it.
 """
@@ -30,6 +31,29 @@ RUN_ID_KEY = "wandb_run_id"
 
 # Lightning's own values of `ckpt_path`, which name no file.
 LIGHTNING_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+def csv_metrics_path(loggers: Sequence[Logger]) -> Path | None:
+    """The metrics.csv of the first CSV logger among `loggers`, if any."""
+    csv_logger = next((logger for logger in loggers if isinstance(logger, CSVLogger)), None)
+    return None if csv_logger is None else Path(csv_logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+
+
+def time_to_miou(metrics_csv: Path, thresholds: Sequence[float], metric: str = "val/miou",
+                 ) -> dict[str, dict[str, float] | None]:
+    """For each threshold, when `metric` first reached it in the rows of `metrics_csv` (a run's CSV log):
+    `minutes` of training (`time/elapsed_s`, which each validation of a fit logs) and `epochs` trained by then;
+    None where it never did."""
+    reached: dict[str, dict[str, float] | None] = {f"{threshold:g}": None for threshold in thresholds}
+    with metrics_csv.open(newline="") as file:
+        for row in csv.DictReader(file):
+            if not row.get(metric) or not row.get("time/elapsed_s"):
+                continue
+            for threshold in thresholds:
+                if reached[f"{threshold:g}"] is None and float(row[metric]) >= threshold:
+                    reached[f"{threshold:g}"] = {"minutes": round(float(row["time/elapsed_s"]) / 60, 2),
+                                                 "epochs": int(float(row["epoch"])) + 1}
+    return reached
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -4,6 +4,7 @@ to N x C x H x W logits. It knows no dataset: classes, ignore index and weights 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -14,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MetricCollection
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 # segkit's epoch values are equal on every rank before they are logged (_log_epoch_metrics); Lightning cannot know
 # that, and its advice, sync_dist=True, is what made trainer=ddp deadlock.
 warnings.filterwarnings("ignore", r"It is recommended to use `self\.log\('(train|val|test|lr)/", PossibleUserWarning)
+
+# Where a checkpoint keeps the seconds of fitting that led to it (a resumed run's clock goes on from there).
+ELAPSED_KEY = "segkit_elapsed_seconds"
 
 # A Hydra config with `_target_` and `_partial_: true`, or a callable taking what it completes.
 PartialSpec = Mapping[str, Any] | Callable[..., Any]
@@ -138,6 +143,10 @@ class SegmentationModule(L.LightningModule):
         # while it is set: during each validation and test epoch, and after `fold_batchnorm()` for inference. In a
         # dict, so that it is no submodule (no parameters, no checkpoint entries); dropped by `train()`.
         self._inference: dict[str, nn.Module] = {}
+        # Seconds of fitting before this process's (a resumed run's earlier ones, from its checkpoint), and when this
+        # process's fit began: each validation of a fit logs `time/elapsed_s`, the run's training time so far.
+        self._elapsed_before = 0.0
+        self._fit_began: float | None = None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -277,7 +286,15 @@ class SegmentationModule(L.LightningModule):
                  dict(zip(self.class_names, weights)))
         return weights
 
+    def elapsed_seconds(self) -> float:
+        """Seconds of fitting so far, a resumed run's earlier ones included (0 outside a fit)."""
+        return self._elapsed_before + (time.monotonic() - self._fit_began if self._fit_began is not None else 0.0)
+
     def on_fit_start(self) -> None:
+        self._fit_began = time.monotonic()
+
+    def on_fit_end(self) -> None:
+        self._elapsed_before, self._fit_began = self.elapsed_seconds(), None
         # From the data, when fitting starts rather than when the module is built: building needs no data
         # (summary, bench, config checks). The same on every rank; a resumed run computes the same weights.
         if isinstance(self.hparams.class_weights, str):
@@ -307,6 +324,9 @@ class SegmentationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.unfold_batchnorm()  # the weight average's callback has already swapped the training weights back
         self._log_epoch_metrics(self.val_metrics, self.val_loss, "val/loss")
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            # The time at which the run's validation figures were reached (tasks/train.time_to_miou reads it back).
+            self.log("time/elapsed_s", self.elapsed_seconds())
 
     def on_test_epoch_end(self) -> None:
         self.unfold_batchnorm()
@@ -315,6 +335,7 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The checkpoint holds every weight: rebuilding it must not fetch the pretrained init again.
         checkpoint["hyper_parameters"]["pretrained"] = False
+        checkpoint[ELAPSED_KEY] = self.elapsed_seconds()
         if self.segkit_config is not None:
             checkpoint[CONFIG_KEY] = self.segkit_config
 
@@ -322,6 +343,7 @@ class SegmentationModule(L.LightningModule):
         # A resumed run keeps its own config (build set it); a module loaded on its own gets the checkpoint's.
         if self.segkit_config is None:
             self.segkit_config = checkpoint.get(CONFIG_KEY)
+        self._elapsed_before = float(checkpoint.get(ELAPSED_KEY, 0.0))
 
     def _parameter_groups(self, encoder_lr_factor: float, lr: float) -> list[dict[str, Any]]:
         """The encoder's parameters at `lr * encoder_lr_factor` (as fine-tuning recipes do), the rest at `lr`."""

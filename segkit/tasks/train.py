@@ -21,7 +21,7 @@ from segkit.config.validate import validate
 from segkit.data import SegmentationDataModule
 from segkit.engine.distributed import end_job
 from segkit.engine.loading import build_distillation
-from segkit.engine.loggers import close_loggers, log_run_summary
+from segkit.engine.loggers import close_loggers, csv_metrics_path, log_run_summary, time_to_miou
 from segkit.engine.lr_range_test import find_lr
 from segkit.engine.metrics import format_metrics, split_metrics
 from segkit.engine.module import SegmentationModule
@@ -131,12 +131,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         close_loggers(run.loggers)
     end_job(trainer)
+    metrics_csv = csv_metrics_path(run.loggers)
+    reached = (time_to_miou(metrics_csv, list(cfg.metrics.time_to_miou)) if metrics_csv is not None and
+               metrics_csv.is_file() and cfg.metrics.get("time_to_miou") else None)
     metrics = {
         **split_metrics(results, run.module.class_names, "val"),
         **efficiency,
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "epochs": trainer.current_epoch,
+        # When val/miou first reached each of metrics.time_to_miou (null: no CSV logger, or not asked for).
+        "time_to_val_miou": reached,
         **tta_settings(tta),
         **({"without_tta": split_metrics(without_tta, run.module.class_names, "val")} if without_tta else {}),
         "skipped_samples": run.datamodule.skipped,  # bad files passed over with data.on_bad_sample=skip
@@ -161,6 +166,11 @@ def _apply_lr_finder(cfg: DictConfig, run: Run, output_dir: Path) -> None:
     run.module.segkit_config["optimizer"]["lr"] = result["suggested_lr"]  # the checkpoints' config says what ran
 
 
+def _reached_line(reached: dict[str, dict[str, float] | None]) -> str:
+    return ", ".join(f"{threshold} after {when['minutes']:.1f} min (epoch {when['epochs']})" if when else
+                     f"{threshold} not reached" for threshold, when in reached.items())
+
+
 def _summary(model_name: str, data_name: str, metrics: dict[str, Any], tta: TestTimeAugmentation | None,
              metrics_path: Path) -> str:
     macs = f", {metrics['macs'] / 1e9:.2f} GMACs at {'x'.join(map(str, metrics['macs_image_size']))}" if "macs" in metrics else ""
@@ -174,6 +184,8 @@ def _summary(model_name: str, data_name: str, metrics: dict[str, Any], tta: Test
             *([f"  without test-time augmentation: {format_metrics(metrics['without_tta'], 'val')}"] if tta_note
               else []),
             *(skipped_lines if any(skipped.values()) else []),
+            *([f"  val/miou first reached {_reached_line(metrics['time_to_val_miou'])}"]
+              if metrics["time_to_val_miou"] else []),
             f"  best checkpoint: {metrics['best_checkpoint']}" if metrics["best_checkpoint"] else
             "  no best checkpoint (no epoch validated, or no model_checkpoint callback): the figures are the last "
             f"weights', saved as {metrics['last_checkpoint']}",

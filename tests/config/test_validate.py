@@ -41,6 +41,8 @@ def test_unknown_group_option_lists_the_valid_ones(group):
 
 
 BAD_CONFIGS = {
+    "mIoU threshold above 1": (["metrics.time_to_miou=[0.6,60]"],
+                               r"metrics.time_to_miou\[1\]=60: expected an mIoU, "),
     "unknown encoder": (["model.encoder.name=resnet"],
                         r"model.encoder.name=resnet: unknown encoder; valid names: mobilenetv2, vgg \(or choose "
                         r"model=<one of dsc_segnet, segnet, segnet_mobilenetv2, segnet_vgg16bn>\)"),

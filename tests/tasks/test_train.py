@@ -14,8 +14,8 @@ from segkit.tasks.train import train
 from tests.conftest import REPO, TINY
 
 
-def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, caplog):
-    cfg = make_config("trainer.max_epochs=2")
+def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, caplog, capsys):
+    cfg = make_config("trainer.max_epochs=2", "metrics.time_to_miou=[0.0001,0.99]")
     caplog.set_level("INFO", logger="segkit.callbacks.epoch_log")
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -40,6 +40,13 @@ def test_short_run_writes_metrics_checkpoints_config_and_csv_log(make_config, ca
     epoch_lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert f"val/miou {written['val/miou']:.4g}" in epoch_lines[1] and "train/loss_epoch" in epoch_lines[1]
+    # Time to accuracy, from the CSV: each validation logs the training time so far; 0.0001 is reached at the first.
+    elapsed = [float(row["time/elapsed_s"]) for row in val_rows]
+    assert 0 < elapsed[0] < elapsed[1]
+    assert written["time_to_val_miou"] == {"0.0001": {"minutes": round(elapsed[0] / 60, 2), "epochs": 1},
+                                           "0.99": None}
+    assert (f"val/miou first reached 0.0001 after {elapsed[0] / 60:.1f} min (epoch 1), 0.99 not reached"
+            in capsys.readouterr().out)
     resolved = (run_dir / "config.yaml").read_text()
     assert "${" not in resolved and "dsc_segnet" in resolved
 
