@@ -268,7 +268,7 @@ def bench_row(row: DictConfig, option: str, device: torch.device) -> dict[str, A
 
 
 @contextmanager
-def _quiet_lightning() -> Iterator[None]:
+def quiet_lightning() -> Iterator[None]:
     """Without Lightning's per-Trainer banners and its warnings about the bench's deliberate setup."""
     lightning_logger = logging.getLogger("lightning.pytorch")
     level = lightning_logger.level
@@ -283,7 +283,7 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 @contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
+def torch_threads(threads: int | None) -> Iterator[None]:
     """One thread count for both loops (they share this process); the caller's is restored after."""
     previous = torch.get_num_threads()
     if threads:
@@ -294,7 +294,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _check_settings(settings: DictConfig) -> None:
+def check_settings(settings: DictConfig) -> None:
     for key, minimum in (("warmup", 1), ("steps", 1), ("repeats", 1), ("batch_size", 1), ("loader_batches", 0)):
         require_int(f"bench.{key}", settings[key], minimum)
     if isinstance(settings.seconds, bool) or not isinstance(settings.seconds, (int, float)) or settings.seconds < 0:
@@ -307,12 +307,12 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     """Measures every (model, option) row and the loader; writes bench.json and bench.md to
     `paths.output_dir` and returns what bench.json holds."""
     settings = cfg.bench
-    _check_settings(settings)
+    check_settings(settings)
     device = resolve_device(settings.device)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    with _quiet_lightning(), _torch_threads(settings.threads):
+    with quiet_lightning(), torch_threads(settings.threads):
         threads = torch.get_num_threads()
         for model_name in bench_models(to_plain(settings.models)):
             for option in settings.options:

@@ -237,3 +237,30 @@ def test_plain_loop_script_prints_the_median_of_its_repeats(capsys, one_thread):
     assert line.startswith("plain loop: dsc_segnet ") and "(batch 2, 32x32, cpu, median of 2: " in line
     rates = [float(rate) for rate in line.split("median of 2: ")[1].rstrip(")").split(", ")]
     assert float(line.split()[3]) == pytest.approx(statistics.median(rates), abs=0.01)
+
+
+def test_peers_side_by_side_times_every_network_in_turns(bench_cfg, monkeypatch):
+    """bench.peers=true: segkit's networks and torchvision's (smp's too when installed) take the same steps in
+    alternating rounds; GMAC/s is images/s x GMACs; a peer whose package is missing is named, not dropped silently."""
+    from segkit.bench import peers
+
+    real_find_spec = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec",
+                        lambda name: None if name == "segmentation_models_pytorch" else real_find_spec(name))
+    cfg = bench_cfg("bench.peers=true")
+    comparison = peers.bench_peers(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert json.loads((run_dir / "peers.json").read_text()) == comparison
+    assert [row["model"] for row in comparison["rows"]] == ["dsc_segnet", "lraspp_mobilenetv3", "deeplabv3_mobilenetv3"]
+    assert comparison["skipped_peers"] == ["smp_unet_mobilenetv2"]
+    for row in comparison["rows"]:
+        assert len(row["train_images_per_s_rounds"]) == len(row["latency_ms_batch1_rounds"]) == 2
+        assert row["train_images_per_s"] == max(row["train_images_per_s_rounds"])
+        assert row["train_gmacs_per_s"] == pytest.approx(row["train_images_per_s"] * row["macs"] / 1e9)
+        assert row["macs"] == summarize(peers.PEERS[row["model"]][0](3) if row["source"] != "segkit"
+                                        else instantiate(cfg.model), [32, 32])["macs"]
+    dsc, lraspp = comparison["rows"][0], comparison["rows"][1]
+    assert comparison["train_gmacs_per_s_ratios"]["dsc_segnet/lraspp_mobilenetv3"] == pytest.approx(
+        dsc["train_gmacs_per_s"] / lraspp["train_gmacs_per_s"])
+    table = (run_dir / "peers.md").read_text()
+    assert "| lraspp_mobilenetv3 | torchvision |" in table and "pip install 'segkit[peers]'" in table
