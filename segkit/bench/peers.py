@@ -27,10 +27,17 @@ from omegaconf import DictConfig
 from torch import nn
 
 from segkit.bench import plain_loop
-from segkit.bench.loader import synthetic_loader
 from segkit.bench.hardware import device_name, resolve_device
-from segkit.bench.measure import (TrainingParts, bench_models, check_settings, quiet_lightning, row_config,
-                                  torch_threads, training_parts)
+from segkit.bench.loader import synthetic_loader
+from segkit.bench.measure import (
+    TrainingParts,
+    bench_models,
+    check_settings,
+    quiet_lightning,
+    row_config,
+    torch_threads,
+    training_parts,
+)
 from segkit.config import to_plain
 from segkit.models.fusion import fold_batchnorm
 from segkit.models.summary import summarize

@@ -2,6 +2,7 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -264,3 +265,19 @@ def test_peers_side_by_side_times_every_network_in_turns(bench_cfg, monkeypatch)
         dsc["train_gmacs_per_s"] / lraspp["train_gmacs_per_s"])
     table = (run_dir / "peers.md").read_text()
     assert "| lraspp_mobilenetv3 | torchvision |" in table and "pip install 'segkit[peers]'" in table
+
+
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu_and_writes_one_report(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: the GPU machine's steps (bench, peers, training; DDP skipped with one
+    device) at tiny sizes on the CPU, each step's status and output in report.md."""
+    output = tmp_path / "check"
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--output", str(output)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = (output / "report.md").read_text()
+    for step in ("environment", "bench", "peers", "train"):
+        assert f"## {step}: ok" in report
+    assert "## ddp: skipped" in report and "(dry run on the CPU)" in report
+    assert json.loads((output / "train" / "metrics.json").read_text())["epochs"] == 1
+    assert (output / "peers" / "peers.json").is_file() and (output / "bench" / "bench.json").is_file()
