@@ -9,6 +9,7 @@ from segkit.callbacks.non_finite import NonFiniteError, StopOnNonFinite
 from segkit.callbacks.sweep_summary import MultirunSummary
 from segkit.callbacks.tensorboard_figures import TensorBoardFigures
 from segkit.callbacks.wandb_dashboard import WandbDashboard
+from segkit.callbacks.weight_average import ForeachEMA
 
-__all__ = ["INTERRUPTED_EXIT_CODE", "EpochLog", "LastCheckpoint", "ModelSummary", "MultirunSummary", "NonFiniteError",
+__all__ = ["INTERRUPTED_EXIT_CODE", "EpochLog", "ForeachEMA", "LastCheckpoint", "ModelSummary", "MultirunSummary", "NonFiniteError",
            "RecomputeBatchNormStats", "StopOnNonFinite", "TensorBoardFigures", "WandbDashboard", "last_checkpoint_path"]

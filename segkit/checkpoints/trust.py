@@ -63,6 +63,7 @@ SEGKIT_TARGETS = frozenset({
     "lightning.pytorch.callbacks.RichProgressBar",
     "lightning.pytorch.loggers.TensorBoardLogger",
     "segkit.callbacks.EpochLog",
+    "segkit.callbacks.ForeachEMA",
     "segkit.callbacks.LastCheckpoint",
     "segkit.callbacks.ModelSummary",
     "segkit.callbacks.RecomputeBatchNormStats",
