@@ -171,8 +171,9 @@ def timed_fit(row: DictConfig, parts: TrainingParts, plain: TrainingParts) -> Al
 
 
 def inference_speed(parts: TrainingParts, warmup: int, steps: int, repeats: int) -> tuple[float, float]:
-    """(images/s at the bench batch, median latency in ms at batch 1): eval mode, inference_mode."""
-    module = parts.module.eval()
+    """(images/s at the bench batch, median latency in ms at batch 1): eval mode with BatchNorm folded, as segkit.eval
+    and segkit.predict run a trained network, inference_mode."""
+    module = parts.module.fold_batchnorm()
     images = parts.loader.dataset.batches[0][0]
     rates, latencies = [], []
     with torch.inference_mode(), torch.autocast(parts.device.type, dtype=parts.autocast_dtype,

@@ -57,7 +57,6 @@ SEGKIT_TARGETS = frozenset({
     "segkit.engine.schedules.BudgetSchedule",
     # What the stored training config also names, though segkit never builds it from a checkpoint.
     "lightning.pytorch.Trainer",
-    "lightning.pytorch.callbacks.EMAWeightAveraging",
     "lightning.pytorch.callbacks.EarlyStopping",
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.RichProgressBar",
@@ -75,10 +74,10 @@ SEGKIT_TARGETS = frozenset({
     "segkit.engine.loggers.ResumableCSVLogger",
     "segkit.engine.loggers.wandb_logger",
 })
-
 # Targets that the configs stored by earlier segkit versions name and conf/ no longer does, so that their
 # checkpoints keep loading; segkit never builds them from a checkpoint.
 RETIRED_TARGETS = frozenset({
+    "lightning.pytorch.callbacks.EMAWeightAveraging",  # callbacks=ema before segkit.callbacks.ForeachEMA
     "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.loggers.CSVLogger",
     "segkit.callbacks.StopOnNonFiniteLoss",

@@ -18,7 +18,6 @@ from segkit.checkpoints import CheckpointError, require_training_config
 from segkit.data import SegmentationDataModule
 from segkit.engine.distillation import Distillation, check_settings
 from segkit.engine.module import SegmentationModule
-from segkit.models.fusion import fold_batchnorm
 
 
 def load_module(ckpt_path: str | Path, trusted_targets: Iterable[str] = ()) -> SegmentationModule:
@@ -42,8 +41,6 @@ def load_teacher(path: str | Path, num_classes: int, trusted_targets: Iterable[s
         raise CheckpointError(f"distill.teacher={path}: the teacher predicts {teacher_classes} classes and the "
                               f"student {num_classes} (data.num_classes); distil from a teacher trained on the "
                               "same data and classes")
-    # The teacher only predicts: its BatchNorm folded into its convolutions, one pass less per block each step.
-    teacher.net = fold_batchnorm(teacher.net)
     return teacher
 
 

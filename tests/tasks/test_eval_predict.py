@@ -143,8 +143,9 @@ def test_eval_data_split_train_evaluates_the_training_samples(best, tmp_path):
 
 def miou_by_hand(checkpoint: Path, probabilities: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
                  tmp_path: Path) -> float:
-    """The mIoU of `probabilities(module, images)` over the checkpoint's validation split, computed here."""
-    module = load_module(checkpoint)
+    """The mIoU of `probabilities(module, images)` over the checkpoint's validation split, computed here with
+    BatchNorm folded, as segkit.eval runs the network."""
+    module = load_module(checkpoint).fold_batchnorm()
     datamodule = instantiate(compose_eval(checkpoint, output_dir=tmp_path / "by_hand").data)
     datamodule.use_normalisation_of(module.net)
     datamodule.setup("test")
