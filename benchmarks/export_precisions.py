@@ -2,10 +2,11 @@
 
     python benchmarks/export_precisions.py --checkpoint outputs/pets_dsc/checkpoints/last.ckpt [more.ckpt ...] \
         --data-root ../shared/data --untrained segnet_vgg16bn
+    python benchmarks/export_precisions.py --untrained dsc_segnet segnet_mobilenetv2 --data-root ../shared/data
 
 Each trained checkpoint gets every column (mIoU on `--miou-split` of its data, default test); each `--untrained`
-model is built from its config without pretrained weights, at the first checkpoint's data and image size, for size
-and speed only. The rows come from `segkit.bench.export.measure_precisions`; the table is printed and the
+model is built from its config without pretrained weights, at the first checkpoint's data and image size (without
+a checkpoint: `--experiment`'s, default pets_dsc_segnet), for size and speed only. The rows come from `segkit.bench.export.measure_precisions`; the table is printed and the
 rows written to <output>/export_precisions.json.
 """
 
@@ -44,9 +45,18 @@ def save_untrained_checkpoint(model: str, data: dict, path: Path) -> Path:
     return path
 
 
+def experiment_data(experiment: str, data_root: str | None) -> dict:
+    """The data config of `experiment=<experiment>` (its root `data_root` when given)."""
+    overrides = [f"experiment={experiment}"] + ([f"data.root={data_root}"] if data_root else [])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return to_plain(compose("train", overrides=overrides).data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, nargs="+", help="trained segkit checkpoints, one row group each")
+    parser.add_argument("--checkpoint", nargs="*", default=[], help="trained segkit checkpoints, one row group each")
+    parser.add_argument("--experiment", default="pets_dsc_segnet",
+                        help="without a checkpoint: the experiment whose data the untrained models use")
     parser.add_argument("--data-root", default=None, help="its data's root (default: the checkpoint's data.root)")
     parser.add_argument("--untrained", nargs="*", default=[], help="model configs measured untrained (no mIoU)")
     parser.add_argument("--miou-split", default="test", help="the split of the checkpoint's data for mIoU")
@@ -67,6 +77,8 @@ def main() -> None:
         data = data or config["data"]
         name = config["model"]["name"]
         results[name] = measure_precisions(checkpoint, output / name, miou_split=args.miou_split, **options)
+    if data is None:
+        data = experiment_data(args.experiment, args.data_root)
     for model in args.untrained:
         untrained = save_untrained_checkpoint(model, data, output / f"{model}-untrained.ckpt")
         results[f"{model} (untrained)"] = measure_precisions(untrained, output, miou_split=None, **options)
