@@ -287,18 +287,18 @@ class SegmentationModule(L.LightningModule):
         return weights
 
     def elapsed_seconds(self) -> float:
-        """Seconds of fitting so far, a resumed run's earlier ones included (0 outside a fit)."""
+        """Seconds of fitting so far, a resumed run's earlier ones included (between fits: those before)."""
         return self._elapsed_before + (time.monotonic() - self._fit_began if self._fit_began is not None else 0.0)
 
     def on_fit_start(self) -> None:
         self._fit_began = time.monotonic()
-
-    def on_fit_end(self) -> None:
-        self._elapsed_before, self._fit_began = self.elapsed_seconds(), None
         # From the data, when fitting starts rather than when the module is built: building needs no data
         # (summary, bench, config checks). The same on every rank; a resumed run computes the same weights.
         if isinstance(self.hparams.class_weights, str):
             self.weigh_classes_from(self.trainer.datamodule.training_masks())
+
+    def on_fit_end(self) -> None:
+        self._elapsed_before, self._fit_began = self.elapsed_seconds(), None
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         for config in self.trainer.lr_scheduler_configs:

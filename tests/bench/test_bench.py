@@ -272,7 +272,7 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu_and_writes_one_report(tmp_
     device) at tiny sizes on the CPU, each step's status and output in report.md."""
     output = tmp_path / "check"
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--output", str(output)],
-                            cwd=REPO, capture_output=True, text=True, timeout=600,
+                            cwd=REPO, capture_output=True, text=True, timeout=1500,
                             env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, result.stdout + result.stderr
     report = (output / "report.md").read_text()
